@@ -1,0 +1,3 @@
+from edge_vad.cli import main
+
+main()

@@ -1,0 +1,183 @@
+"""Command tree of `edge-vad`. Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edge_vad import __version__
+from edge_vad.errors import NotBuiltYet
+
+app = typer.Typer(
+    help="edge-vad: explainable two-stage video anomaly detection (TCVADS) for Jetson and Coral.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train the TCVADS heads (needs the `train` extra and torch==2.13.0).", no_args_is_help=True)
+explain_app = typer.Typer(help="Explanations: heatmaps, pointing game, t-SNE, LIME R^2.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect networks and model bundles; list runtime backends.", no_args_is_help=True)
+features_app = typer.Typer(help="Extract frame and snippet features from videos.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(explain_app, name="explain")
+app.add_typer(models_app, name="models")
+app.add_typer(features_app, name="features")
+
+
+def _not_built(what: str, issue: int) -> None:
+    raise NotBuiltYet(f"`edge-vad {what}` is not built yet (tracked in issue {issue}); nothing was run")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-vad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", force=True)
+
+
+@app.command("validate-config")
+def validate_config(file: Path = typer.Argument(..., help="TOML config file to check.")) -> None:
+    """Check a config file: prints OK or one line per problem (exit 1)."""
+    from edge_vad.config import config_errors, read_toml
+
+    errors = config_errors(read_toml(file), str(file))
+    if errors:
+        for line in errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{file}: OK")
+
+
+@app.command()
+def run(
+    source: Optional[str] = typer.Option(None, "--source", help="Video file, image folder, /dev/videoN, csi://N, rtsp:// or http:// URI."),
+    camera: Optional[str] = typer.Option(None, "--camera", help="Camera device, e.g. /dev/video0 (shorthand for --source)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config (see deploy/edge-vad.toml)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped bundle)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend (see `edge-vad models backends`)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write scores.csv, events.jsonl and curve.png here."),
+) -> None:
+    """Watch a camera or a file and raise explained anomaly events."""
+    _not_built("run", 5)
+
+
+@app.command()
+def bench(
+    target: str = typer.Option("host", "--target", help="Target profile: jetson-nano, jetson-orin-nano, coral-usb, coral-devboard, host."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+) -> None:
+    """Budgets, per-stage latency and the cascade against always-on, for a target board."""
+    _not_built("bench", 6)
+
+
+@app.command()
+def export(
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Trained checkpoint folder, or `default`."),
+    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, tensorrt."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames for int8 calibration."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Bundle folder to write."),
+) -> None:
+    """Export trained checkpoints to a model bundle (ONNX, int8 TFLite, TensorRT plans on device)."""
+    _not_built("export", 4)
+
+
+@app.command("eval")
+def eval_cmd(
+    gt: Path = typer.Option(..., "--gt", help="Ground truth: UCF/XD annotation file or .npz of frame masks."),
+    scores: Path = typer.Option(..., "--scores", help=".npz: video name -> per-frame (or per-snippet) scores."),
+    snippet: int = typer.Option(1, "--snippet", help="Scores are per snippet of N frames (16 for the field's features)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+) -> None:
+    """Frame-level AP / AUC / Ano-AUC / FAR (and mAP@IoU with class scores)."""
+    _not_built("eval", 3)
+
+
+@app.command()
+def score(
+    sources: List[Path] = typer.Argument(..., help="Videos, folders of videos, folders of images."),
+    out: Path = typer.Option(..., "--out", help="Output .npz (video name -> per-frame scores)."),
+) -> None:
+    """Batch-score videos offline; the output feeds `edge-vad eval`."""
+    _not_built("score", 5)
+
+
+@train_app.command("coarse")
+def train_coarse() -> None:
+    """Train the AFED teacher with MIL on video-level labels."""
+    _not_built("train coarse", 3)
+
+
+@train_app.command("distill")
+def train_distill() -> None:
+    """Distil the QACM student from the teacher (temperature by Bayesian optimisation)."""
+    _not_built("train distill", 3)
+
+
+@train_app.command("fine")
+def train_fine() -> None:
+    """Train the fine stage (prompt learning + RWKV video head)."""
+    _not_built("train fine", 3)
+
+
+@features_app.command("extract")
+def features_extract() -> None:
+    """Per-video frame and snippet features with a feature spec file."""
+    _not_built("features extract", 3)
+
+
+@explain_app.command("heatmap")
+def explain_heatmap() -> None:
+    """Heatmap overlays for the highest-scoring frames and a contact sheet."""
+    _not_built("explain heatmap", 7)
+
+
+@explain_app.command("pointing")
+def explain_pointing() -> None:
+    """Pointing-game hit rate of heatmaps against pixel masks."""
+    _not_built("explain pointing", 7)
+
+
+@explain_app.command("tsne")
+def explain_tsne() -> None:
+    """t-SNE of fine video features and class text embeddings (paper Fig. 8)."""
+    _not_built("explain tsne", 7)
+
+
+@explain_app.command("lime")
+def explain_lime() -> None:
+    """LIME-style surrogate R^2 for the coarse and the fine stage (paper Table IX)."""
+    _not_built("explain lime", 7)
+
+
+@models_app.command("info")
+def models_info(
+    target: Optional[str] = typer.Argument(None, help="A bundle folder; omit for the PyTorch networks."),
+) -> None:
+    """Parameters, FLOPs and sizes per network or per bundle artifact."""
+    from edge_vad.cli.models_cmd import info
+
+    info(target)
+
+
+@models_app.command("verify")
+def models_verify(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
+    """Re-check the bundle's sha256 hashes and print the manifest summary."""
+    _not_built("models verify", 4)
+
+
+@models_app.command("backends")
+def models_backends() -> None:
+    """Which runtime backends are available here, and what is missing for the others."""
+    _not_built("models backends", 5)

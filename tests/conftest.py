@@ -1,0 +1,18 @@
+"""Shared test fixtures: where the real data lives, and skips that say why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real clips, UCSD Ped2, benchmark ground truth); skip where absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (only present in the project's workspace)")
+    return SHARED_DATA
