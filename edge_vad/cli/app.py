@@ -101,7 +101,9 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
 ) -> None:
     """Frame-level AP / AUC / Ano-AUC / FAR (and mAP@IoU with class scores)."""
-    _not_built("eval", 3)
+    from edge_vad.cli.eval_cmd import run_eval
+
+    run_eval(gt, scores, snippet, json_out)
 
 
 @app.command()
@@ -180,4 +182,6 @@ def models_verify(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> 
 @models_app.command("backends")
 def models_backends() -> None:
     """Which runtime backends are available here, and what is missing for the others."""
-    _not_built("models backends", 5)
+    from edge_vad.cli.backends_cmd import list_backends
+
+    raise typer.Exit(list_backends())
