@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,11 +40,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv for debug)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Debug logging (-vv also shows OpenCV's own warnings)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 1 else logging.INFO)
+    if verbose < 2:
+        # OpenCV / FFmpeg print their own warnings on stderr; errors reach the user as one line from us.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", force=True)
 
 

@@ -1,0 +1,164 @@
+"""A video file read in order, frame by frame (no thread: the consumer sets the pace).
+
+Truncation: a file cut off while recording keeps the frame count of its header (MKV, AVI,
+an MP4 written with its index first) but decoding stops early. When cv2 stops delivering
+before the announced count (minus a small slack, since some containers only estimate it
+from the duration) the frames decoded so far are kept, a warning is logged, the missing
+frames are counted in `stats.frames_missing` and the source ENDS. An MP4 whose index (moov
+atom) was at the end and got cut off has nothing decodable at all: that is an EdgeVadError
+at open, as is any file with no frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from edge_vad.errors import EdgeVadError
+from edge_vad.sources.base import Frame, Source, SourceInfo, SourceState, fit_size, to_bgr, valid_fps
+
+log = logging.getLogger("edge_vad.sources")
+
+FALLBACK_VIDEO_FPS = 25.0  # only when the container reports no rate and fps= was not given (PAL rate)
+TRUNCATION_SLACK_FRAMES = 1  # duration-derived frame counts (MKV, TS) can overshoot by one frame
+TRUNCATION_SLACK_FRACTION = 0.01  # ... or by about 1 % on long files
+
+
+def file_backend() -> int:
+    """FFmpeg where this OpenCV has it (PyPI wheels do); otherwise whatever OpenCV picks
+    (JetPack's OpenCV reads files through GStreamer)."""
+    try:
+        if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            return cv2.CAP_FFMPEG
+    except AttributeError:  # very old OpenCV without the registry API
+        pass
+    return cv2.CAP_ANY
+
+
+class VideoFileSource(Source):
+    """Frames of a video file. `fps` is used only when the container reports no frame rate;
+    `width`/`height` resize the frames; `loop=True` restarts at the end (index and timestamp
+    keep increasing, `stats.loops` counts restarts)."""
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: Optional[str] = None,
+        width: Optional[int] = None,
+        height: Optional[int] = None,
+        fps: Optional[float] = None,
+        loop: bool = False,
+    ):
+        self.path = Path(path)
+        super().__init__(name or self.path.stem)
+        self._size = (width, height)
+        self._fps_option = fps
+        self._loop = loop
+        self._cap: Optional[cv2.VideoCapture] = None
+        self._pending: Optional[np.ndarray] = None  # the frame open() decoded to prove the file works
+        self._fps = FALLBACK_VIDEO_FPS
+        self._frame_count: Optional[int] = None
+        self._next_index = 0
+        self._pass_frames = 0  # frames decoded in the current pass over the file
+        self._damage_reported = False
+
+    def open(self) -> "VideoFileSource":
+        if not self.path.exists():
+            raise EdgeVadError(f"{self.path}: no such video file; check the path (or pass a folder of images, "
+                               f"/dev/videoN, csi://N or rtsp://...)")
+        if self.path.is_dir():
+            raise EdgeVadError(f"{self.path}: is a folder, not a video file; pass it as an image folder source")
+        cap, first = self._start_pass()
+        if first is None:
+            raise EdgeVadError(f"{self.path}: no frame could be decoded (damaged, cut off before its index, or an "
+                               f"unsupported codec); check it with `ffprobe {self.path}` or re-encode it to H.264 MP4")
+        self._cap, self._pending = cap, first
+        backend = cap.getBackendName() if hasattr(cap, "getBackendName") else "opencv"
+        fps = valid_fps(cap.get(cv2.CAP_PROP_FPS))
+        if fps is None:
+            fps = self._fps_option or FALLBACK_VIDEO_FPS
+            log.warning("source '%s': %s reports no frame rate; timestamps use %g fps (set fps to change)",
+                        self.name, self.path, fps)
+        elif self._fps_option and self._fps_option != fps:
+            log.debug("source '%s': container says %g fps; fps=%g ignored for files", self.name, fps, self._fps_option)
+        self._fps = fps
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._frame_count = count if count > 0 else None
+        image = self._convert(first)
+        self._opened(SourceInfo(kind=self.kind, uri=str(self.path), backend=backend, width=image.shape[1],
+                                height=image.shape[0], fps=fps, frame_count=self._frame_count))
+        return self
+
+    def _start_pass(self):
+        """Open the file and decode its first frame; (capture, None) if nothing decodes."""
+        cap = cv2.VideoCapture(str(self.path), file_backend())
+        ok, image = cap.read() if cap.isOpened() else (False, None)
+        if not ok or image is None:
+            cap.release()
+            return cap, None
+        self._pass_frames = 0
+        return cap, image
+
+    def _read(self, timeout_s: Optional[float]) -> Optional[Frame]:
+        if self._state is not SourceState.OPEN or self._cap is None:
+            return None
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                image = self._end_of_pass()
+                if image is None:
+                    return None
+        index = self._next_index
+        self._next_index += 1
+        self._pass_frames += 1
+        return Frame(image=self._convert(image), index=index, timestamp_s=index / self._fps, source=self.name)
+
+    def _end_of_pass(self) -> Optional[np.ndarray]:
+        """Decoding stopped: note damage, then restart (loop) or end. Returns the first frame
+        of the next pass, or None when the source ENDED."""
+        self._check_truncation()
+        self._cap.release()
+        if not self._loop or self._pass_frames == 0:
+            self._cap = None
+            self._state = SourceState.ENDED
+            log.info("source '%s': end of %s after %d frames", self.name, self.path, self._next_index)
+            return None
+        cap, first = self._start_pass()
+        if first is None:  # the file vanished or changed under us
+            log.warning("source '%s': %s could not be reopened to loop; ending", self.name, self.path)
+            self._cap = None
+            self._state = SourceState.ENDED
+            return None
+        self._cap = cap
+        self._bump(loops=1)
+        log.debug("source '%s': looping %s", self.name, self.path)
+        return first
+
+    def _check_truncation(self) -> None:
+        if self._frame_count is None or self._damage_reported:
+            return
+        missing = self._frame_count - self._pass_frames
+        slack = max(TRUNCATION_SLACK_FRAMES, round(TRUNCATION_SLACK_FRACTION * self._frame_count))
+        if missing > slack:
+            self._damage_reported = True  # once: later loops hit the same damage
+            self._bump(decode_errors=1, frames_missing=missing)
+            log.warning("source '%s': %s stopped decoding after %d of %d frames (truncated or damaged); "
+                        "%d frames missing", self.name, self.path, self._pass_frames, self._frame_count, missing)
+
+    def _convert(self, image: np.ndarray) -> np.ndarray:
+        return fit_size(to_bgr(image), *self._size)
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._pending = None
