@@ -1,0 +1,1 @@
+"""Training of the TCVADS networks: feature bags, 1-D Bayesian optimisation, and QACM distillation from AFED."""
