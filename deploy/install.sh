@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Install edge-vad as a systemd service (Jetson, Coral boards, any systemd Linux).
+#
+#   sudo deploy/install.sh              install or upgrade, enable and start the service
+#   deploy/install.sh --dry-run         print what it would do; changes nothing, no root needed
+#   sudo deploy/install.sh --no-start   install and enable, but do not start / restart
+#
+# Idempotent: an existing user, venv and /etc/edge-vad/config.toml are kept; running it
+# again upgrades the package and the unit and restarts a running service.
+#
+# Environment (defaults in brackets):
+#   EDGE_VAD_EXTRAS   pip extras to install [mqtt]; e.g. "mqtt,coral" on a Coral board
+#   PYTHON            interpreter for the venv [python3]
+#   EDGE_VAD_PREFIX, EDGE_VAD_CONF_DIR, EDGE_VAD_UNIT_DIR   install locations
+#                     [/opt/edge-vad, /etc/edge-vad, /etc/systemd/system] (packaging, tests)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname -- "$SCRIPT_DIR")
+DEFAULT_PREFIX=/opt/edge-vad
+PREFIX=${EDGE_VAD_PREFIX:-$DEFAULT_PREFIX}
+VENV=$PREFIX/venv
+CONF_DIR=${EDGE_VAD_CONF_DIR:-/etc/edge-vad}
+UNIT_DIR=${EDGE_VAD_UNIT_DIR:-/etc/systemd/system}
+STATE_DIR=/var/lib/edge-vad  # created by systemd (StateDirectory=); the user's home
+SERVICE=edge-vad.service
+SERVICE_USER=edge-vad
+PYTHON=${PYTHON:-python3}
+EXTRAS=${EDGE_VAD_EXTRAS-mqtt}
+# Device groups the daemon may need, where the system has them: cameras and Jetson GPU
+# (video, render), Coral USB (plugdev, udev rule of libedgetpu), Coral PCIe (apex).
+DEVICE_GROUPS=(video render plugdev apex)
+
+DRY_RUN=0
+START=1
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+note() { echo "edge-vad install: $*"; }
+die() { echo "edge-vad install: error: $*" >&2; exit 1; }
+# Print every changing command; run it unless --dry-run.
+run() {
+    printf '+'
+    printf ' %q' "$@"
+    printf '\n'
+    if (( ! DRY_RUN )); then "$@"; fi
+}
+
+while (( $# )); do
+    case $1 in
+        --dry-run|-n) DRY_RUN=1 ;;
+        --no-start) START=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option '$1'; see $0 --help" ;;
+    esac
+    shift
+done
+
+[[ -f $REPO_DIR/pyproject.toml && -f $SCRIPT_DIR/edge-vad.toml && -f $SCRIPT_DIR/$SERVICE ]] \
+    || die "run this from an edge-vad source tree (pyproject.toml, deploy/edge-vad.toml and deploy/$SERVICE next to it)"
+if (( DRY_RUN )); then
+    note "dry run: nothing will be changed"
+elif [[ $(id -u) -ne 0 ]]; then
+    die "must run as root to create the user and install the service: sudo $0 (or preview with --dry-run)"
+fi
+if (( ! DRY_RUN )); then
+    command -v systemctl >/dev/null || die "systemctl not found: this installer needs systemd"
+fi
+
+# 1. A system user and group; device groups that exist here.
+if getent group "$SERVICE_USER" >/dev/null; then
+    note "group $SERVICE_USER exists"
+else
+    run groupadd --system "$SERVICE_USER"
+fi
+if getent passwd "$SERVICE_USER" >/dev/null; then
+    note "user $SERVICE_USER exists"
+else
+    run useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
+        --shell /usr/sbin/nologin --comment "edge-vad daemon" "$SERVICE_USER"
+fi
+member_of=" $(id -nG "$SERVICE_USER" 2>/dev/null || true) "
+for group in "${DEVICE_GROUPS[@]}"; do
+    getent group "$group" >/dev/null || continue
+    if [[ $member_of == *" $group "* ]]; then
+        note "user $SERVICE_USER is in group $group"
+    else
+        run usermod --append --groups "$group" "$SERVICE_USER"
+    fi
+done
+
+# 2. The package in its own venv. --system-site-packages: TensorRT / pycuda (JetPack) and
+# pycoral (Coral's apt repository) come from the system Python, not from PyPI.
+if [[ -x $VENV/bin/python ]]; then
+    note "venv $VENV exists"
+else
+    run install -d -m 0755 "$PREFIX"
+    run "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+run "$VENV/bin/pip" install --upgrade "$REPO_DIR${EXTRAS:+[$EXTRAS]}"
+
+# 3. The config: never overwrite one the user may have edited.
+if [[ -e $CONF_DIR/config.toml ]]; then
+    note "keeping existing $CONF_DIR/config.toml"
+else
+    run install -d -m 0755 "$CONF_DIR"
+    run install -m 0644 "$SCRIPT_DIR/edge-vad.toml" "$CONF_DIR/config.toml"
+fi
+
+# 4. The unit, pointing at this venv.
+unit_tmp=$(mktemp)
+trap 'rm -f "$unit_tmp"' EXIT
+sed "s#$DEFAULT_PREFIX/venv/bin/edge-vad#$VENV/bin/edge-vad#" "$SCRIPT_DIR/$SERVICE" > "$unit_tmp"
+if cmp -s "$unit_tmp" "$UNIT_DIR/$SERVICE"; then
+    note "unit $UNIT_DIR/$SERVICE is up to date"
+else
+    run install -d -m 0755 "$UNIT_DIR"
+    run install -m 0644 "$unit_tmp" "$UNIT_DIR/$SERVICE"
+fi
+
+# 5. Enable and start; a service that was already running is restarted onto the new code.
+was_active=0
+if command -v systemctl >/dev/null && systemctl is-active --quiet "$SERVICE" 2>/dev/null; then
+    was_active=1
+fi
+run systemctl daemon-reload
+if (( START )); then
+    run systemctl enable --now "$SERVICE"
+    if (( was_active )); then
+        run systemctl restart "$SERVICE"
+    fi
+    note "done; follow it with: journalctl -u $SERVICE -f   (health: curl -s http://127.0.0.1:8085/healthz)"
+else
+    run systemctl enable "$SERVICE"
+    note "done; start it with: systemctl start $SERVICE"
+fi

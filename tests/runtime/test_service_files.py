@@ -1,0 +1,242 @@
+"""systemd integration: the unit file, the installer, and the sd_notify protocol."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge_vad.runtime import sdnotify
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "deploy" / "edge-vad.service"
+INSTALL = REPO / "deploy" / "install.sh"
+EXEC = "/opt/edge-vad/venv/bin/edge-vad"
+
+
+# ------------------------------------------------------------------ the unit
+def unit_directives() -> dict:
+    """section -> key -> list of values (systemd keys may repeat)."""
+    out: dict = {}
+    section = None
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            out.setdefault(section, {})
+            continue
+        key, _, value = line.partition("=")
+        out[section].setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_unit_has_the_required_directives():
+    svc = unit_directives()["Service"]
+    one = {k: v[-1] for k, v in svc.items()}
+    expected = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30", "Restart": "on-failure",
+        "User": "edge-vad", "Group": "edge-vad", "SupplementaryGroups": "video", "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "ReadWritePaths": "/var/lib/edge-vad",
+        "StateDirectory": "edge-vad", "DevicePolicy": "closed", "TimeoutStopSec": "10",
+        "ExecStart": f"{EXEC} run --config /etc/edge-vad/config.toml",
+    }
+    assert {k: one.get(k) for k in expected} == expected
+    allow = set(svc["DeviceAllow"])
+    assert {"char-video4linux rw", "/dev/apex_0 rw", "char-usb_device rw"} <= allow
+    assert unit_directives()["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_and_installer_agree_on_paths():
+    script = INSTALL.read_text()
+    assert "DEFAULT_PREFIX=/opt/edge-vad" in script and "VENV=$PREFIX/venv" in script
+    assert "CONF_DIR=${EDGE_VAD_CONF_DIR:-/etc/edge-vad}" in script and "$CONF_DIR/config.toml" in script
+    example = (REPO / "deploy" / "edge-vad.toml").read_text()
+    assert 'dir = "/var/lib/edge-vad/events"' in example  # events land in the only writable path
+
+
+def test_systemd_analyze_verify(tmp_path):
+    """`systemd-analyze verify` needs ExecStart to exist, so a temp copy points it at an existing
+    executable; every other line is the shipped unit. Unknown keys only WARN (exit 0), so any
+    message about the unit fails the test too."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (apt-get install systemd)")
+    true_bin = shutil.which("true")
+    text = UNIT.read_text()
+    assert f"ExecStart={EXEC} " in text
+    copy = tmp_path / "edge-vad.service"
+    copy.write_text(text.replace(f"ExecStart={EXEC} ", f"ExecStart={true_bin} "))
+    proc = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (proc.stdout + proc.stderr).splitlines() if "edge-vad.service" in line]
+    assert proc.returncode == 0 and not complaints, proc.stdout + proc.stderr
+    # and a broken copy really fails (guards the check itself)
+    copy.write_text(text.replace(f"ExecStart={EXEC} ", f"ExecStart={true_bin} ").replace("Type=notify", "Type=notifyy"))
+    proc = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert "edge-vad.service" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ the installer
+def test_install_script_parses():
+    subprocess.run(["bash", "-n", str(INSTALL)], check=True, timeout=30)
+    head = INSTALL.read_text().splitlines()[:20]
+    assert head[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in head
+    assert INSTALL.stat().st_mode & stat.S_IXUSR
+
+
+STUB = """#!/usr/bin/env bash
+# Records the call; simulates just enough of the real command on files under $STUB_STATE.
+echo "$(basename "$0") $*" >> "$STUB_STATE/calls.log"
+case $(basename "$0") in
+  getent) grep -qx "$2" "$STUB_STATE/$1" 2>/dev/null; exit ;;
+  groupadd) echo "${@: -1}" >> "$STUB_STATE/group" ;;
+  useradd) echo "${@: -1}" >> "$STUB_STATE/passwd" ;;
+  usermod) echo "$3" >> "$STUB_STATE/member" ;;
+  id) if [[ $1 == -u ]]; then echo 0; exit 0; fi
+      grep -qx "${@: -1}" "$STUB_STATE/passwd" 2>/dev/null || exit 1
+      echo "edge-vad $(tr '\\n' ' ' < "$STUB_STATE/member" 2>/dev/null)" ;;
+  systemctl) if [[ $1 == is-active ]]; then [[ -e $STUB_STATE/active ]]; exit; fi
+             if [[ $1 == enable && $2 == --now ]]; then touch "$STUB_STATE/active"; fi ;;
+  python3) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def stubbed(tmp_path):
+    """PATH with recording stubs for every command that needs root or changes the system; the
+    install locations moved under tmp_path."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name in ("getent", "groupadd", "useradd", "usermod", "id", "systemctl", "python3"):
+        path = bin_dir / name
+        path.write_text(STUB)
+        path.chmod(0o755)
+    (state / "group").write_text("video\n")  # this "system" has a video group but no apex/plugdev/render
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STUB_STATE=str(state), PYTHON="python3",
+               EDGE_VAD_PREFIX=str(tmp_path / "opt"), EDGE_VAD_CONF_DIR=str(tmp_path / "etc"),
+               EDGE_VAD_UNIT_DIR=str(tmp_path / "units"))
+    return tmp_path, state, env
+
+
+def _install(env, *args):
+    proc = subprocess.run(["bash", str(INSTALL), *args], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _calls(state: Path) -> list:
+    log = state / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(stubbed):
+    root, state, env = stubbed
+    out = _install(env, "--dry-run")
+    for expected in ("+ groupadd --system edge-vad", "+ useradd --system", "+ usermod --append --groups video edge-vad",
+                     "-m venv --system-site-packages", "pip install --upgrade", "config.toml",
+                     "+ systemctl daemon-reload", "+ systemctl enable --now edge-vad.service"):
+        assert expected in out, out
+    mutating = [c for c in _calls(state) if c.split()[0] in ("groupadd", "useradd", "usermod", "python3", "pip")
+                or c.startswith(("systemctl daemon-reload", "systemctl enable", "systemctl restart"))]
+    assert mutating == []
+    assert sorted(p.name for p in root.iterdir()) == ["bin", "state"]  # no prefix, config or unit dir created
+
+
+def test_install_then_reinstall_is_idempotent(stubbed):
+    root, state, env = stubbed
+    _install(env)
+    first = _calls(state)
+    assert "groupadd --system edge-vad" in first
+    assert any(c.startswith("useradd --system --gid edge-vad") for c in first)
+    assert "usermod --append --groups video edge-vad" in first
+    assert not any(c.startswith("usermod") and "apex" in c for c in first)  # absent groups are skipped
+    assert any(c.startswith("python3 -m venv --system-site-packages") for c in first)
+    assert any(c.startswith("pip install --upgrade") and c.endswith("[mqtt]") for c in first)
+    assert "systemctl daemon-reload" in first and "systemctl enable --now edge-vad.service" in first
+    config = root / "etc" / "config.toml"
+    assert config.read_text() == (REPO / "deploy" / "edge-vad.toml").read_text()
+    unit = (root / "units" / "edge-vad.service").read_text()
+    assert f"ExecStart={root}/opt/venv/bin/edge-vad run --config" in unit  # points at this venv
+
+    config.write_text("# edited by the user\n")
+    (state / "calls.log").unlink()
+    out = _install(env)
+    second = _calls(state)
+    for once_only in ("groupadd", "useradd", "usermod", "python3"):
+        assert not any(c.startswith(once_only) for c in second), (once_only, second)
+    assert config.read_text() == "# edited by the user\n"  # never overwritten
+    assert "is up to date" in out and "systemctl restart edge-vad.service" in second  # running: restarted
+
+
+def test_installer_refuses_without_root(stubbed, tmp_path):
+    _, state, env = stubbed
+    (Path(env["PATH"].split(":")[0]) / "id").write_text("#!/usr/bin/env bash\necho 1000\n")
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "must run as root" in proc.stderr and "--dry-run" in proc.stderr
+    assert _calls(state) == []
+
+
+# ------------------------------------------------------------------ sd_notify
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(5)
+    yield sock, {"NOTIFY_SOCKET": str(path)}
+    sock.close()
+
+
+def test_notify_sends_datagrams(notify_socket):
+    sock, env = notify_socket
+    assert sdnotify.ready(env) and sock.recv(4096) == b"READY=1"
+    assert sdnotify.watchdog(env) and sock.recv(4096) == b"WATCHDOG=1"
+    assert sdnotify.stopping(env) and sock.recv(4096) == b"STOPPING=1"
+    assert sdnotify.status("cam: 15 fps\nok", env) and sock.recv(4096) == b"STATUS=cam: 15 fps ok"
+    assert sdnotify.extend_timeout(90, env) and sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=90000000"
+
+
+def test_notify_abstract_namespace():
+    name = f"edge-vad-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("\0" + name)
+    except OSError as exc:  # pragma: no cover - non-Linux
+        pytest.skip(f"abstract AF_UNIX sockets unavailable: {exc}")
+    sock.settimeout(5)
+    with sock:
+        assert sdnotify.ready({"NOTIFY_SOCKET": "@" + name})
+        assert sock.recv(4096) == b"READY=1"
+
+
+def test_notify_is_a_noop_without_socket_and_never_raises(tmp_path):
+    assert sdnotify.ready({}) is False
+    assert sdnotify.ready({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}) is False
+
+
+def test_watchdog_interval_and_pacing(notify_socket):
+    sock, env = notify_socket
+    assert sdnotify.watchdog_interval_s({}) is None
+    assert sdnotify.watchdog_interval_s({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert sdnotify.watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
+    assert sdnotify.watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # not for us
+    clock = [100.0]
+    dog = sdnotify.Watchdog.from_env(dict(env, WATCHDOG_USEC="2000000"), clock=lambda: clock[0])
+    assert dog.enabled and dog.interval_s == 1.0
+    sent = []
+    for _ in range(10):  # 0.25 s steps over 2.5 s: pings at 100.0, 101.0, 102.0
+        sent.append(dog.maybe_ping())
+        clock[0] += 0.25
+    assert sent.count(True) == 3 and dog.pings == 3
+    assert [sock.recv(64) for _ in range(3)] == [b"WATCHDOG=1"] * 3
+    assert not sdnotify.Watchdog.from_env({}).maybe_ping()
