@@ -348,9 +348,10 @@ class AdjustMobileNet(nn.Module):
                 )
         trunk_map = self.trunk(x)
         f_a = self.branch(trunk_map)
-        trunk_feature = trunk_map.mean(dim=(2, 3))
+        # Means over an NHWC view: reducing NCHW dims leaves TRANSPOSE ops in the EdgeTPU model.
+        trunk_feature = trunk_map.permute(0, 2, 3, 1).mean(dim=(1, 2))
         return CoarseFrameOutput(
-            feature=f_a.mean(dim=(2, 3)),
+            feature=f_a.permute(0, 2, 3, 1).mean(dim=(1, 2)),
             heatmap=f_a,
             imagenet_logits=self.classifier(trunk_feature),
             trunk_feature=trunk_feature,

@@ -66,7 +66,8 @@ class QACMStudent(nn.Module):
         channels = in_dim
         for d in dilations:
             # Valid (unpadded) convolutions: causality comes from padding the INPUT on the left once.
-            layers += [nn.Conv2d(channels, hidden, kernel_size=(1, kernel), dilation=(1, d)), nn.ReLU()]
+            # Dilation (d, d), not (1, d): identical on H = 1, and the EdgeTPU wants equal dilations.
+            layers += [nn.Conv2d(channels, hidden, kernel_size=(1, kernel), dilation=(d, d)), nn.ReLU()]
             channels = hidden
         layers.append(nn.Conv2d(hidden, 1, kernel_size=1))
         self.net = nn.Sequential(*layers)
