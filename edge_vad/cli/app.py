@@ -90,11 +90,16 @@ def bench(
 def export(
     checkpoint: str = typer.Option("default", "--checkpoint", help="Trained checkpoint folder, or `default`."),
     targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, tensorrt."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames for int8 calibration."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Bundle folder to write."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames or videos for int8 calibration and parity."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
+    fine_encoder: str = typer.Option("lite0-minilm", "--fine-encoder", help="lite0-minilm or clip-vit-b16."),
+    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Local CLIP ViT-B/16 checkpoint (clip-vit-b16)."),
 ) -> None:
-    """Export trained checkpoints to a model bundle (ONNX, int8 TFLite, TensorRT plans on device)."""
-    _not_built("export", 4)
+    """Export trained checkpoints to a model bundle (ONNX, int8 TFLite; TensorRT engines are built on the device)."""
+    from edge_vad.cli.export_cmd import run_export
+
+    run_export(checkpoint, targets, calib, out, force=force, fine_encoder=fine_encoder, clip_checkpoint=clip_checkpoint)
 
 
 @app.command("eval")
@@ -119,28 +124,50 @@ def score(
     _not_built("score", 5)
 
 
+@train_app.command("default")
+def train_default(
+    data: Path = typer.Option(Path("../shared/data"), "--data", help="Folder holding fight-surv/ and ucsd-ped2/."),
+    out: Path = typer.Option(Path("models/default"), "--out", help="Checkpoint folder to write."),
+    cache: Path = typer.Option(Path("runs/cache/trunk"), "--cache", help="Trunk-map cache (about 2 GB)."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Teacher epochs."),
+    bo_evaluations: int = typer.Option(15, "--bo-evaluations", min=15, help="Bayesian-optimisation evaluations of T."),
+    skip_fine: bool = typer.Option(False, "--skip-fine", help="Train the coarse stage only."),
+) -> None:
+    """Reproduce the shipped default models from ../shared/data (seeded; about an hour on 2 cores)."""
+    from edge_vad.cli.train_cmd import train_default as run
+
+    run(data, out, cache, epochs, bo_evaluations, skip_fine)
+
+
 @train_app.command("coarse")
 def train_coarse() -> None:
-    """Train the AFED teacher with MIL on video-level labels."""
-    _not_built("train coarse", 3)
+    """Train the AFED teacher with MIL on video-level labels from a feature list."""
+    _not_built("train coarse --list (feature lists)", 3)
 
 
 @train_app.command("distill")
 def train_distill() -> None:
     """Distil the QACM student from the teacher (temperature by Bayesian optimisation)."""
-    _not_built("train distill", 3)
+    _not_built("train distill --list (feature lists)", 3)
 
 
 @train_app.command("fine")
 def train_fine() -> None:
-    """Train the fine stage (prompt learning + RWKV video head)."""
-    _not_built("train fine", 3)
+    """Train the fine stage (prompt learning + RWKV video head) from a feature list."""
+    _not_built("train fine --list (feature lists)", 3)
 
 
 @features_app.command("extract")
-def features_extract() -> None:
-    """Per-video frame and snippet features with a feature spec file."""
-    _not_built("features extract", 3)
+def features_extract(
+    sources: List[Path] = typer.Argument(..., help="Videos, folders of videos or of images, or CSV lists (path,label)."),
+    out: Path = typer.Option(..., "--out", help="Folder for <video>.npy, <video>.snippets.npy and feature_spec.json."),
+    kind: str = typer.Option("fa", "--feature", help="fa: pooled F_A of the trained branch (the coarse frame feature); trunk: pooled backbone map."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Coarse checkpoint whose branch makes `fa` features (default: shipped)."),
+) -> None:
+    """Per-video frame and snippet features (16 frames per snippet) with a feature spec file."""
+    from edge_vad.cli.train_cmd import features_extract as run
+
+    run(sources, out, kind, checkpoint)
 
 
 @explain_app.command("heatmap")
@@ -180,7 +207,9 @@ def models_info(
 @models_app.command("verify")
 def models_verify(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
     """Re-check the bundle's sha256 hashes and print the manifest summary."""
-    _not_built("models verify", 4)
+    from edge_vad.cli.models_cmd import verify
+
+    verify(bundle)
 
 
 @models_app.command("backends")
