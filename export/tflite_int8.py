@@ -18,8 +18,6 @@ _repair_saturated_biases).
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +28,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from edge_vad.errors import EdgeVadError, require_module
+from edge_vad.fileio import atomic_write_bytes
 from edge_vad_export.edgetpu_lint import lint_model
 from edge_vad_export.tflite_model import TfliteModel, read_tflite
 
@@ -196,20 +195,6 @@ def _calibration_samples(batches: Iterable[Any], sample_shape_nchw: tuple[int, .
 # ----------------------------------------------------------------------------------------------
 # Conversion
 # ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _running_min_max(qsv: dict, new_qsv: dict) -> dict:
@@ -418,9 +403,9 @@ def convert_full_int8(
             "rewrite them (e.g. ReLU6 after a transposed conv as relu(y) - relu(y - 6)) or pass strict=False"
         )
 
-    _atomic_write(out_path, int8_bytes)
+    atomic_write_bytes(out_path, int8_bytes)
     if float_out_path is not None:
-        _atomic_write(Path(float_out_path), float_bytes)
+        atomic_write_bytes(float_out_path, float_bytes)
     lint = lint_model(parsed, source=str(out_path))
     return Int8ExportReport(
         path=str(out_path),

@@ -11,7 +11,6 @@ wheel; MobileNetV3 weights must be a local file the user passes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -24,6 +23,7 @@ from torch import nn
 
 from edge_vad.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD
 from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import sha256_file  # re-exported: checkpoint, features, exporter and tests import it from here
 
 PathLike = Union[str, Path]
 
@@ -89,15 +89,6 @@ class BackboneSpec:
         """sha256 of `weights`, or of the default weights file; None when there is neither."""
         path = Path(weights) if weights is not None else self.default_weights_path()
         return sha256_file(path) if path is not None else None
-
-
-def sha256_file(path: PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict_strict(module: nn.Module, path: PathLike, what: str) -> None:

@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
 from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import atomic_write_bytes, sha256_file  # noqa: F401 (sha256_file: tensorrt_backend imports it from here)
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +33,6 @@ def default_cache_dir() -> Path:
     """$EDGE_VAD_TRT_CACHE, else ~/.cache/edge-vad/trt."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-vad" / "trt"
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _slug(text: str, limit: int = 40) -> str:

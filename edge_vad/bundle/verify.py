@@ -5,23 +5,15 @@ naming the file and, for a hash, the expected and the found value.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
 from edge_vad.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest
 from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import sha256_file  # re-exported: edge_vad.bundle and the export toolchain import it from here
 
 _HASH_SHOWN = 12  # hex digits of a sha256 shown in messages: enough to tell two files apart
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

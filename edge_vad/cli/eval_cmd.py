@@ -9,10 +9,7 @@ Formats without video lengths are sized from the expanded scores (see edge_vad.e
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,6 +19,7 @@ from edge_vad.errors import EdgeVadError
 from edge_vad.eval.ground_truth import load_ground_truth
 from edge_vad.eval.metrics import FRAME_METRIC_KEYS, detection_map, frame_metrics
 from edge_vad.eval.scores_io import load_scores, match_videos
+from edge_vad.fileio import write_json_atomic
 
 log = logging.getLogger("edge_vad.eval")
 _SHOWN_NAMES = 5  # names listed in a warning line before "+k more"
@@ -42,22 +40,6 @@ def _warn_unmatched(names: Sequence[str], what: str) -> None:
     if names:
         shown = ", ".join(names[:_SHOWN_NAMES]) + (f" (+{len(names) - _SHOWN_NAMES} more)" if len(names) > _SHOWN_NAMES else "")
         log.warning("%d %s, left out: %s", len(names), what, shown)
-
-
-def write_json_atomic(path: Path, payload: Dict[str, object]) -> None:
-    """Write JSON to a temp file beside `path`, then os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pct(value: Optional[float]) -> str:
@@ -133,5 +115,5 @@ def run_eval(gt: Path, scores: Path, snippet: int = 1, json_out: Optional[Path] 
     counts = {"videos": len(masks), "anomalous": anomalous, "normal": len(masks) - anomalous, "frames": sum(lengths.values())}
     _print_table(metrics, counts, f"edge-vad eval: {scores.name} vs {gt.name} ({truth.format})")
     if json_out is not None:
-        write_json_atomic(Path(json_out), metrics)
+        write_json_atomic(Path(json_out), metrics, indent=2, allow_nan=False)
     return metrics

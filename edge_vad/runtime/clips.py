@@ -52,7 +52,8 @@ from typing import Deque, Dict, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from edge_vad.runtime.snapshot import encode_jpeg, fsync_dir
+from edge_vad.fileio import fsync_dir
+from edge_vad.runtime.snapshot import encode_jpeg
 from edge_vad.sources.base import Frame
 
 log = logging.getLogger("edge_vad.clips")

@@ -9,13 +9,14 @@ the overlay shows WHERE the evidence is, not how strong it is (the event's score
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
+
+from edge_vad import fileio
+from edge_vad.fileio import fsync_dir  # noqa: F401 (re-exported: it lived here before edge_vad.fileio)
 
 DEFAULT_ALPHA = 0.45  # heatmap weight in the blend: frame stays readable under the colours
 DEFAULT_JPEG_QUALITY = 90
@@ -55,41 +56,12 @@ def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = DEFAULT_ALPHA,
     return cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`: readers see
-    the old file or the whole new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; snapshots are meant to be read by other tools
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def fsync_dir(folder: Union[str, Path]) -> None:
-    """Make a rename durable (the directory entry itself). Best effort where unsupported."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def atomic_write_bytes(path: Union[str, Path], data: bytes, fsync: bool = True,
+                       mode: Optional[int] = fileio.SHARED_FILE_MODE) -> Path:
+    """edge_vad.fileio.atomic_write_bytes, 0o644 whatever the umask unless `mode` says otherwise, as
+    this module's writer always was: snapshots and run reports are meant to be read by other tools.
+    (edge_vad.runtime.report imports it from here.)"""
+    return fileio.atomic_write_bytes(path, data, fsync=fsync, mode=mode)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:

@@ -8,7 +8,6 @@ paper's kernel) + WhiteKernel (the objective is a training run, hence noisy); EI
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Sum, WhiteKernel
 
 from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import SHARED_FILE_MODE, atomic_target
 
 DEFAULT_N_TOTAL = 15  # the issue asks for at least 15 evaluations of the objective
 DEFAULT_N_INIT = 5  # Latin-hypercube points before EI takes over
@@ -223,15 +223,7 @@ def plot_trace(trace: BOTrace, png_path: str | os.PathLike[str], xlabel: str = "
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(png_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the figure is an ordinary, shareable artifact
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # SHARED_FILE_MODE whatever the umask: the figure is an ordinary, shareable artifact.
+    with atomic_target(out, mode=SHARED_FILE_MODE) as tmp:
+        fig.savefig(tmp, format="png")
     return out

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 from edge_vad.constants import KD_TEMPERATURE_PAPER, KD_TEMPERATURE_RANGE, QACM_LAYERS
 from edge_vad.errors import EdgeVadError
 from edge_vad.eval.metrics import frame_metrics
+from edge_vad.fileio import SHARED_FILE_MODE, atomic_write_text
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 from edge_vad_models.losses import kd_soft_loss, mil_topk_bce
 from edge_vad_models.training.bags import FeatureBag
@@ -219,20 +219,6 @@ def distillation_objective(temperature: float, train_bags: Sequence[FeatureBag],
     return _candidate(temperature, train_bags, val_bags, teacher_logits_train, teacher_logits_val, cfg)[0]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the report is an ordinary, shareable artifact
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def distill_with_bo(train_bags: Sequence[FeatureBag], val_bags: Sequence[FeatureBag],
                     teacher_logits_train: Sequence[np.ndarray], teacher_logits_val: Sequence[np.ndarray],
                     cfg: DistillConfig = DistillConfig(), n_total: int = DEFAULT_N_TOTAL,
@@ -277,7 +263,9 @@ def distill_with_bo(train_bags: Sequence[FeatureBag], val_bags: Sequence[Feature
         out = Path(out_dir)
         # The per-evaluation metrics are already in trace.metadata; no second copy in the file.
         doc = {"trace": trace.to_json(), "summary": {k: v for k, v in summary.items() if k != "evaluations"}}
-        _write_atomic(out / "distill_bo.json", json.dumps(doc, indent=2, allow_nan=False, default=_json_default))
+        # SHARED_FILE_MODE whatever the umask: the report is an ordinary, shareable artifact.
+        atomic_write_text(out / "distill_bo.json", json.dumps(doc, indent=2, allow_nan=False, default=_json_default),
+                          mode=SHARED_FILE_MODE)
         plot_trace(trace, out / "distill_bo.png", xlabel="temperature T",
                    ylabel="held-out KL(teacher || student)",
                    title=f"QACM distillation: T chosen {trace.best_x:.2f} (paper {KD_TEMPERATURE_PAPER})")
