@@ -72,9 +72,18 @@ def run(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped bundle)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend (see `edge-vad models backends`)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write scores.csv, events.jsonl and curve.png here."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Run the coarse stage on every Nth frame."),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="Frame width (cameras: requested; files: resized)."),
+    height: Optional[int] = typer.Option(None, "--height", min=1, help="Frame height (cameras: requested; files: resized)."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Camera rate to request (image folders: playback rate)."),
+    loop: bool = typer.Option(False, "--loop", help="Restart files and image folders at their end."),
+    events_dir: Optional[Path] = typer.Option(None, "--events-dir", help="Where events.jsonl, clips/ and snapshots/ go (default: the config's events.dir)."),
+    no_http: bool = typer.Option(False, "--no-http", help="Do not serve /healthz and /metrics."),
 ) -> None:
     """Watch a camera or a file and raise explained anomaly events."""
-    _not_built("run", 5)
+    from edge_vad.cli.run_cmd import run_command
+
+    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http)
 
 
 @app.command()
@@ -119,9 +128,19 @@ def eval_cmd(
 def score(
     sources: List[Path] = typer.Argument(..., help="Videos, folders of videos, folders of images."),
     out: Path = typer.Option(..., "--out", help="Output .npz (video name -> per-frame scores)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped bundle)."),
+    snippet: int = typer.Option(1, "--snippet", min=1, help="Store one score per snippet of N frames (their mean); pass the same N to `edge-vad eval --snippet`."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend (see `edge-vad models backends`)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its [gate] and [fine] sections apply."),
+    no_fine: bool = typer.Option(False, "--no-fine", help="Coarse scores only (no class scores for mAP)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Batch-score videos offline; the output feeds `edge-vad eval`."""
-    _not_built("score", 5)
+    from edge_vad.cli.score_cmd import score as run_score
+
+    counts = run_score(sources, out, bundle=bundle, backend=backend, snippet=snippet, config=config,
+                       fine=not no_fine, progress=progress)
+    typer.echo(f"{out}: {len(counts)} video(s), {sum(counts.values())} frames scored", err=True)
 
 
 @train_app.command("default")
