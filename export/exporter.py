@@ -332,6 +332,16 @@ def _onnx_artifact(work: _Work, name: str, stage: str, graph: Any, parity: dict[
     work.progress.done(name, graph.path, parity)
 
 
+NO_BACKBONE = ("this checkpoint was trained on precomputed features (no backbone); export needs a backbone "
+               "checkpoint from `edge-vad train default`")
+
+
+def _require_backbone(coarse: Any) -> None:
+    """A feature-list checkpoint (`edge-vad train coarse --list`) has no network that makes its features."""
+    if getattr(coarse, "backbone", None) is None:
+        raise EdgeVadError(NO_BACKBONE)
+
+
 def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSource] = None,
                   console: Any = None, read_fine: bool = True) -> Any:
     """Write the bundle `plan` describes; returns the validated edge_vad.bundle.Manifest.
@@ -357,6 +367,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         folder = resolve_checkpoint_dir(plan.checkpoint)
         progress.step(f"loading {folder}")
         coarse = load_coarse(folder)
+        _require_backbone(coarse)
         from edge_vad_models.backbones import sha256_file
 
         sources[COARSE_FILE] = sha256_file(folder / COARSE_FILE)
@@ -366,6 +377,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
                 progress.warn(f"no fine.pt in {folder}: the bundle has the coarse stage only")
     if fine is not None:
         sources.update(fine.sha256)
+    _require_backbone(coarse)
     backbone, teacher, student = coarse.backbone.eval(), coarse.teacher.eval(), coarse.student
     sources["backbone_weights"] = backbone.weights_sha256()
 

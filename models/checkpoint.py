@@ -3,7 +3,10 @@
 A checkpoint folder holds:
 - `coarse.pt`: the Adjust MobileNet branch (the trunk comes from its pretrained package,
   identified by sha256), the AFED teacher and the distilled QACM student, with their configs
-  and the chosen distillation temperature;
+  and the chosen distillation temperature. A checkpoint trained on precomputed features
+  (`edge-vad train coarse --list`) has `"feature_source": "list"`, no backbone or branch
+  (`"backbone": None`, `"branch": None`) and the feature width as `"feature_dim"`; files
+  without the key are backbone checkpoints (`"feature_source": "backbone"`);
 - `fine.pt` (optional): the fine stage's trainable weights, its config and the frozen
   class x description text table.
 `--checkpoint default` is the folder shipped in models/default/.
@@ -27,6 +30,8 @@ from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 COARSE_FILE = "coarse.pt"
 FINE_FILE = "fine.pt"
 COARSE_FORMAT = "edge-vad-coarse/1"
+FEATURE_SOURCE_BACKBONE = "backbone"  # frame features come from the checkpoint's Adjust MobileNet
+FEATURE_SOURCE_LIST = "list"  # trained on precomputed features (a feature list): no backbone in the checkpoint
 FINE_FORMAT = "edge-vad-fine/1"
 
 
@@ -50,12 +55,33 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 @dataclass
 class CoarseCheckpoint:
-    backbone: AdjustMobileNet  # trunk (pretrained) + trained branch
+    backbone: Optional[AdjustMobileNet]  # trunk (pretrained) + trained branch; None for a list checkpoint
     teacher: AFEDTeacher
     student: Optional[QACMStudent]
     temperature: Optional[float]
     raw: dict
     sha256: str  # of coarse.pt: identifies the trained branch in feature specs and bundles
+
+    @property
+    def feature_source(self) -> str:
+        return feature_source_of(self.raw)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the frame features the teacher (and student) read."""
+        return int(self.teacher.in_dim)
+
+    def require_backbone(self, what: str) -> AdjustMobileNet:
+        """The backbone, or one error line naming `what` (e.g. "export") for a feature-list checkpoint."""
+        if self.backbone is None:
+            raise EdgeVadError(f"this checkpoint was trained on precomputed features (no backbone); {what} needs a "
+                               "backbone checkpoint from `edge-vad train default`")
+        return self.backbone
+
+
+def feature_source_of(raw: dict) -> str:
+    """FEATURE_SOURCE_LIST or FEATURE_SOURCE_BACKBONE (files written before the key existed)."""
+    return raw.get("feature_source", FEATURE_SOURCE_BACKBONE)
 
 
 def coarse_state(backbone: AdjustMobileNet, teacher: AFEDTeacher, teacher_config: dict,
@@ -76,22 +102,52 @@ def coarse_state(backbone: AdjustMobileNet, teacher: AFEDTeacher, teacher_config
     }
 
 
+def list_coarse_state(feature_dim: int, teacher: AFEDTeacher, teacher_config: dict,
+                      student: Optional[QACMStudent] = None, student_config: Optional[dict] = None,
+                      temperature: Optional[float] = None, extra: Optional[dict] = None) -> dict:
+    """coarse.pt content for a teacher (and student) trained on precomputed features: same keys as
+    `coarse_state`, with no backbone or branch and the feature width recorded."""
+    return {
+        "format": COARSE_FORMAT,
+        "feature_source": FEATURE_SOURCE_LIST,
+        "feature_dim": int(feature_dim),
+        "backbone": None,
+        "backbone_weights_sha256": None,
+        "branch_channels": None,
+        "branch": None,
+        "teacher": teacher.state_dict(),
+        "teacher_config": dict(teacher_config),
+        "student": student.state_dict() if student is not None else None,
+        "student_config": dict(student_config) if student_config else None,
+        "temperature": temperature,
+        **(extra or {}),
+    }
+
+
 def load_coarse(folder: str | os.PathLike, pretrained_trunk: bool = True) -> CoarseCheckpoint:
     folder = resolve_checkpoint_dir(folder)
     raw = torch.load(folder / COARSE_FILE, map_location="cpu", weights_only=True)
     if not isinstance(raw, dict) or raw.get("format") != COARSE_FORMAT:
         raise EdgeVadError(f"{folder / COARSE_FILE}: not an edge-vad coarse checkpoint (expected format {COARSE_FORMAT})")
-    backbone = AdjustMobileNet(raw["backbone"], branch_channels=raw["branch_channels"], pretrained=pretrained_trunk)
-    sha = backbone.weights_sha256()
-    if pretrained_trunk and raw.get("backbone_weights_sha256") and sha != raw["backbone_weights_sha256"]:
-        raise EdgeVadError(f"{folder / COARSE_FILE} was trained on backbone weights {raw['backbone_weights_sha256'][:12]}, "
-                           f"found {str(sha)[:12]}; install the weights package version it was trained with")
-    backbone.deconv.load_state_dict(raw["branch"], strict=True)
+    source = feature_source_of(raw)
+    if source not in (FEATURE_SOURCE_BACKBONE, FEATURE_SOURCE_LIST):
+        raise EdgeVadError(f"{folder / COARSE_FILE}: unknown feature_source {source!r}; re-run training with this "
+                           "version of edge-vad")
+    backbone = None
+    if source == FEATURE_SOURCE_BACKBONE:
+        backbone = AdjustMobileNet(raw["backbone"], branch_channels=raw["branch_channels"], pretrained=pretrained_trunk)
+        sha = backbone.weights_sha256()
+        if pretrained_trunk and raw.get("backbone_weights_sha256") and sha != raw["backbone_weights_sha256"]:
+            raise EdgeVadError(f"{folder / COARSE_FILE} was trained on backbone weights "
+                               f"{raw['backbone_weights_sha256'][:12]}, found {str(sha)[:12]}; install the weights "
+                               "package version it was trained with")
+        backbone.deconv.load_state_dict(raw["branch"], strict=True)
+        backbone = backbone.eval()
     teacher = AFEDTeacher(**raw["teacher_config"])
     teacher.load_state_dict(raw["teacher"], strict=True)
     student = None
     if raw.get("student") is not None:
         student = QACMStudent(**raw["student_config"])
         student.load_state_dict(raw["student"], strict=True)
-    return CoarseCheckpoint(backbone.eval(), teacher.eval(), student.eval() if student else None,
+    return CoarseCheckpoint(backbone, teacher.eval(), student.eval() if student else None,
                             raw.get("temperature"), raw, sha256_file(folder / COARSE_FILE))

@@ -158,22 +158,81 @@ def train_default(
     run(data, out, cache, epochs, bo_evaluations, skip_fine)
 
 
+_LIST_HELP = "Feature list: CSV with a `path,label` header, one .npy of features [T, D] per row (UCF/XD labels or class names)."
+_VAL_LIST_HELP = "Validation feature list (same format); its figures go to metrics.json in the checkpoint folder."
+_ROOT_HELP = "Folder holding the feature files (the published lists carry their authors' absolute paths)."
+_PROGRESS_HELP = "Show progress bars."
+
+
 @train_app.command("coarse")
-def train_coarse() -> None:
-    """Train the AFED teacher with MIL on video-level labels from a feature list."""
-    _not_built("train coarse --list (feature lists)", 3)
+def train_coarse(
+    train_list: Path = typer.Option(..., "--list", help=_LIST_HELP),
+    val_list: Optional[Path] = typer.Option(None, "--val-list", help=_VAL_LIST_HELP + " Reports the video AUC."),
+    features_root: Optional[Path] = typer.Option(None, "--features-root", help=_ROOT_HELP),
+    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write (coarse.pt, metrics.json)."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Teacher epochs."),
+    dim: int = typer.Option(64, "--dim", min=1, help="RWKV width of the teacher."),
+    lr: float = typer.Option(3e-3, "--lr", min=0.0, help="AdamW learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Videos per step."),
+    max_frames: int = typer.Option(256, "--max-frames", min=1, help="Random crop of snippets per video and step."),
+    dropout: float = typer.Option(0.3, "--dropout", min=0.0, max=0.99, help="Dropout after the input projection."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=_PROGRESS_HELP),
+) -> None:
+    """Train the AFED teacher with MIL on video-level labels from a feature list (e.g. CLIP features of
+    XD-Violence / UCF-Crime, or `edge-vad features extract` output). The checkpoint has no backbone: it
+    cannot be exported to a device bundle."""
+    from edge_vad.cli.train_cmd import train_coarse_list
+
+    train_coarse_list(train_list, val_list, features_root, out, epochs, dim, lr, batch_size, max_frames, dropout,
+                      seed, progress)
 
 
 @train_app.command("distill")
-def train_distill() -> None:
-    """Distil the QACM student from the teacher (temperature by Bayesian optimisation)."""
-    _not_built("train distill --list (feature lists)", 3)
+def train_distill(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint folder with the teacher (from `train coarse`); updated in place."),
+    train_list: Path = typer.Option(..., "--list", help=_LIST_HELP + " Every 5th row is held out to choose T."),
+    val_list: Optional[Path] = typer.Option(None, "--val-list", help=_VAL_LIST_HELP + " Reports the video AUC."),
+    features_root: Optional[Path] = typer.Option(None, "--features-root", help=_ROOT_HELP),
+    bo_evaluations: int = typer.Option(15, "--bo-evaluations", min=15, help="Bayesian-optimisation evaluations of T."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Student epochs per evaluation."),
+    window: int = typer.Option(15, "--window", min=7, help="Receptive field W of the student (frames)."),
+    hidden: int = typer.Option(64, "--hidden", min=1, help="Student channels."),
+    lam: float = typer.Option(1.0, "--lambda", min=0.0, help="Weight of the soft (KL) loss."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=_PROGRESS_HELP),
+) -> None:
+    """Distil the QACM student from the teacher (temperature by Bayesian optimisation) on a feature list."""
+    from edge_vad.cli.train_cmd import train_distill_list
+
+    train_distill_list(checkpoint, train_list, val_list, features_root, bo_evaluations, epochs, window, hidden, lam,
+                       seed, progress)
 
 
 @train_app.command("fine")
-def train_fine() -> None:
-    """Train the fine stage (prompt learning + RWKV video head) from a feature list."""
-    _not_built("train fine --list (feature lists)", 3)
+def train_fine(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint folder (from `train coarse`); fine.pt is written there."),
+    train_list: Path = typer.Option(..., "--list", help=_LIST_HELP),
+    val_list: Optional[Path] = typer.Option(None, "--val-list", help=_VAL_LIST_HELP + " Reports accuracy per class."),
+    features_root: Optional[Path] = typer.Option(None, "--features-root", help=_ROOT_HELP),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma list of classes, `normal` first (default: the classes the list's labels name; XD codes map to the paper's 7 classes)."),
+    fine_encoder: str = typer.Option("lite0-minilm", "--fine-encoder", help="Text encoder: lite0-minilm (offline MiniLM) or clip-vit-b16."),
+    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Local CLIP ViT-B/16 checkpoint (clip-vit-b16)."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Fine-stage epochs."),
+    n_ctx: int = typer.Option(40, "--n-ctx", min=0, help="Learnable prompt tokens (paper: 40)."),
+    hidden: int = typer.Option(256, "--hidden", min=1, help="RWKV width of the video branch."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="AdamW learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Videos per step."),
+    max_frames: int = typer.Option(256, "--max-frames", min=1, help="Random crop of snippets per video and step."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=_PROGRESS_HELP),
+) -> None:
+    """Train the fine stage (prompt learning + RWKV video head) from a feature list. Feature lists carry no
+    per-frame descriptions: every frame uses the generic description (learnable context + class label)."""
+    from edge_vad.cli.train_cmd import train_fine_list
+
+    train_fine_list(checkpoint, train_list, val_list, features_root, classes, fine_encoder, clip_checkpoint, epochs,
+                    n_ctx, hidden, lr, batch_size, max_frames, seed, progress)
 
 
 @features_app.command("extract")
@@ -190,27 +249,63 @@ def features_extract(
 
 
 @explain_app.command("heatmap")
-def explain_heatmap() -> None:
-    """Heatmap overlays for the highest-scoring frames and a contact sheet."""
-    _not_built("explain heatmap", 7)
+def explain_heatmap(
+    source: Path = typer.Option(..., "--source", help="Video file or folder of frames."),
+    out: Path = typer.Option(..., "--out", help="Folder for overlays/*.jpg, contact_sheet.png, teacher_vs_student.png, heatmaps.json."),
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt), or `default`."),
+    top: int = typer.Option(8, "--top", min=1, help="How many of the highest-scoring frames to show."),
+) -> None:
+    """Heatmap overlays for the highest-scoring frames, a contact sheet and teacher vs student (paper Fig. 7)."""
+    from edge_vad.cli.explain_cmd import heatmap
+
+    heatmap(source, out, checkpoint, top)
 
 
 @explain_app.command("pointing")
-def explain_pointing() -> None:
-    """Pointing-game hit rate of heatmaps against pixel masks."""
-    _not_built("explain pointing", 7)
+def explain_pointing(
+    frames: List[Path] = typer.Option(..., "--frames", help="Folder of frames named after its mask key (e.g. .../testing/frames/01); repeat for several."),
+    masks: Path = typer.Option(..., "--masks", help="Pixel masks .npz (packed bits, UCSD Ped2 test_pixel_masks.npz)."),
+    json_out: Path = typer.Option(..., "--json", help="Write the hit rates here (atomically)."),
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt), or `default`."),
+    tolerance: int = typer.Option(0, "--tolerance", min=0, help="Pixels of slack around the mask (0: exactly on it)."),
+) -> None:
+    """Pointing-game hit rate of the teacher and student heatmaps against pixel masks."""
+    from edge_vad.cli.explain_cmd import pointing
+
+    pointing(frames, masks, json_out, checkpoint, tolerance)
 
 
 @explain_app.command("tsne")
-def explain_tsne() -> None:
+def explain_tsne(
+    features_from: str = typer.Option("default", "--features-from", help="Checkpoint folder (coarse.pt + fine.pt), or `default`."),
+    out: Path = typer.Option(..., "--out", help="Figure (.png); the numbers go beside it as .json."),
+    data: Path = typer.Option(Path("../shared/data"), "--data", help="Folder holding fight-surv/ and ucsd-ped2/."),
+    cache: Optional[Path] = typer.Option(Path("runs/cache/trunk"), "--cache", help="Trunk-map cache of `edge-vad train default` (videos not in it are computed)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use at most N validation videos (evenly spread)."),
+    seed: int = typer.Option(0, "--seed", help="t-SNE random state."),
+) -> None:
     """t-SNE of fine video features and class text embeddings (paper Fig. 8)."""
-    _not_built("explain tsne", 7)
+    from edge_vad.cli.explain_cmd import tsne
+
+    tsne(features_from, out, data, cache, limit, seed)
 
 
 @explain_app.command("lime")
-def explain_lime() -> None:
+def explain_lime(
+    videos: Optional[int] = typer.Option(None, "--videos", min=1, help="Number of validation videos (evenly spread; default all)."),
+    json_out: Path = typer.Option(..., "--json", help="Write the R^2 figures and the method here (atomically)."),
+    checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt, fine.pt), or `default`."),
+    data: Path = typer.Option(Path("../shared/data"), "--data", help="Folder holding fight-surv/ and ucsd-ped2/."),
+    cache: Optional[Path] = typer.Option(Path("runs/cache/trunk"), "--cache", help="Trunk-map cache of `edge-vad train default`."),
+    segments: int = typer.Option(8, "--segments", min=2, help="Temporal segments per video (the surrogate's features)."),
+    samples: int = typer.Option(256, "--samples", min=4, help="Perturbed copies per video."),
+    fill: str = typer.Option("mean", "--fill", help="Switched-off segments become the video's mean feature (`mean`) or `zeros`."),
+    seed: int = typer.Option(0, "--seed", help="Random state of the masks."),
+) -> None:
     """LIME-style surrogate R^2 for the coarse and the fine stage (paper Table IX)."""
-    _not_built("explain lime", 7)
+    from edge_vad.cli.explain_cmd import lime
+
+    lime(videos, json_out, checkpoint, data, cache, segments, samples, fill, seed)
 
 
 @models_app.command("info")
