@@ -1,0 +1,315 @@
+"""Class-activation heatmaps of the coarse stage, without gradients (paper Sec. V-E, Figs. 6-7).
+
+F_A [128, 14, 14] (the Adjust MobileNet branch) is pooled into the frame feature f = mean_{h,w} F_A[:, h, w], so
+any head that is linear in f splits its logit over the positions: w . f = mean_{h,w} sum_c w_c F_A[c, h, w].
+The heatmap is that per-position contribution, kept where it raises the anomaly logit:
+
+    heat[h, w] = relu(sum_c w_c F_A[c, h, w]),   upsampled (bilinear) to the frame.
+
+The channel weights w [128] are a constant per checkpoint (so any backend can draw the map from F_A: the
+bundle can carry them), obtained by linearising each head with its nonlinear parts set aside:
+- teacher (AFED): logit = head(LN(x + TimeMix...(proj f))). Along the residual path, with the TimeMix
+  branches dropped: w = W_head diag(gamma_LN) C W_proj, C = I - 11^T/d the LayerNorm's centring (linear);
+  the LayerNorm's 1/sigma is a positive per-frame scale and does not move the map.
+- student (QACM): three causal temporal convs (ReLU) and a 1x1 conv. For a feature held constant over the
+  window with every ReLU passing: w = W_out (sum_k W3_k)(sum_k W2_k)(sum_k W1_k), each conv's weights summed
+  over its kernel taps (the window).
+On the default checkpoint both agree with the mean input gradient over real frames (cosine 0.97-0.99 on
+Ped2 and fight-surv, tests/models/test_explain.py keeps a floor); the plain sum of the student's first-layer
+weights over hidden units does not (cosine -0.8: later layers flip signs), so it is not used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+
+from edge_vad.constants import SNIPPET_FRAMES
+from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import write_json_atomic
+from edge_vad_models.checkpoint import CoarseCheckpoint, load_coarse
+from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
+from edge_vad_models.explain import save_figure
+
+log = logging.getLogger(__name__)
+
+HEADS = ("teacher", "student")
+WEIGHT_RULES = {
+    "teacher": "W_head diag(gamma_final_LN) (I - 11^T/d) W_proj (AFED linearised along the residual path)",
+    "student": "W_out (sum_k W3_k)(sum_k W2_k)(sum_k W1_k) (QACM with ReLUs passing, feature constant over the window)",
+}
+BATCH_FRAMES = 16  # frames per trunk / branch call
+MIN_GAP_FRAMES = SNIPPET_FRAMES // 2  # top frames at least half a snippet apart: neighbours look alike
+
+
+# ---- channel weights ---------------------------------------------------------------------------------------------
+
+def teacher_weights(teacher: AFEDTeacher) -> np.ndarray:
+    """[in_dim] linearised AFED head (module doc)."""
+    with torch.no_grad():
+        dim = teacher.proj.out_features
+        centring = torch.eye(dim) - torch.full((dim, dim), 1.0 / dim)
+        w = teacher.head.weight @ torch.diag(teacher.rwkv.norm.weight) @ centring @ teacher.proj.weight
+    return w[0].numpy().astype(np.float32)
+
+
+def student_weights(student: QACMStudent) -> np.ndarray:
+    """[in_dim] linearised QACM student (module doc)."""
+    convs = [m for m in student.net if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        w = torch.eye(student.in_dim)
+        for conv in convs:  # [out, in, 1, k] -> sum over taps -> [out, in]
+            w = conv.weight.sum(dim=(2, 3)) @ w
+    return w[0].numpy().astype(np.float32)
+
+
+def channel_weights(checkpoint: Union[CoarseCheckpoint, str, Path], which: str = "student") -> np.ndarray:
+    """Channel weights w [branch_channels] (float32) of `which` head ("teacher" or "student") of a coarse checkpoint
+    (a loaded CoarseCheckpoint, a folder, or "default"). The runtime draws heat = relu(sum_c w_c F_A[c])."""
+    if which not in HEADS:
+        raise EdgeVadError(f"unknown head {which!r}; choose one of {', '.join(HEADS)}")
+    ckpt = checkpoint if isinstance(checkpoint, CoarseCheckpoint) else load_coarse(checkpoint)
+    if which == "teacher":
+        return teacher_weights(ckpt.teacher)
+    if ckpt.student is None:
+        raise EdgeVadError("this coarse checkpoint has no distilled student; run `edge-vad train default` or "
+                           "explain the teacher")
+    return student_weights(ckpt.student)
+
+
+# ---- maps --------------------------------------------------------------------------------------------------------
+
+def class_activation(fa: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """F_A [N, C, h, w] (or [C, h, w]) and weights [C] -> heat [N, h, w] (or [h, w]) = relu(sum_c w_c F_A[c])."""
+    fa = np.asarray(fa, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
+    if fa.ndim not in (3, 4) or fa.shape[-3] != weights.shape[0]:
+        raise EdgeVadError(f"F_A must be [N, {weights.shape[0]}, h, w], got {list(fa.shape)}")
+    return np.maximum(np.einsum("...chw,c->...hw", fa, weights), 0.0)
+
+
+def upsample(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Low-resolution heat [h, w] -> [H, W] = `size` (bilinear, half-pixel centres: as the overlays are drawn)."""
+    height, width = size
+    return cv2.resize(np.asarray(heat, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass
+class VideoHeat:
+    """Per-frame results for one video: low-resolution heat per head, scores, frame size."""
+
+    heat: dict  # head -> [T, 14, 14] float32
+    scores: dict  # head -> [T] anomaly probability (causal, as on the device)
+    features: np.ndarray  # [T, C] pooled F_A
+    frame_size: tuple[int, int]  # (H, W) of the source frames
+
+
+class CoarseExplainer:
+    """The trained coarse stage of a checkpoint, for explanations: trunk (onnxruntime, as the feature extractor
+    runs it: PyTorch eager is ~20x slower for Lite0 here), branch F_A, both heads and their channel weights."""
+
+    def __init__(self, checkpoint: Union[CoarseCheckpoint, str, Path] = "default", use_onnx: bool = True):
+        self.ckpt = checkpoint if isinstance(checkpoint, CoarseCheckpoint) else load_coarse(checkpoint)
+        self.weights = {"teacher": channel_weights(self.ckpt, "teacher")}
+        if self.ckpt.student is not None:
+            self.weights["student"] = channel_weights(self.ckpt, "student")
+        self._runner = None
+        self._use_onnx = use_onnx
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.weights)
+
+    def trunk_maps(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 BGR frames -> trunk maps [N, C, 7, 7] float32."""
+        if self._use_onnx:
+            if self._runner is None:
+                from edge_vad_models.features import TrunkRunner
+
+                self._runner = TrunkRunner(self.ckpt.backbone)
+            return np.asarray(self._runner(list(frames_bgr)), dtype=np.float32)
+        from edge_vad_models.features import cv_resize_keep
+
+        x = self.ckpt.backbone.preprocess_bgr(np.stack([cv_resize_keep(f) for f in frames_bgr]))
+        with torch.no_grad():
+            return self.ckpt.backbone.trunk(x).numpy()
+
+    def fa_from_trunk(self, trunk: np.ndarray) -> np.ndarray:
+        """Trunk maps [N, C, 7, 7] -> F_A [N, 128, 14, 14] through the trained branch."""
+        with torch.no_grad():
+            return self.ckpt.backbone.branch(torch.from_numpy(np.asarray(trunk, dtype=np.float32))).numpy()
+
+    def heat_from_fa(self, fa: np.ndarray) -> dict:
+        """F_A [N, 128, 14, 14] -> {head: heat [N, 14, 14]}."""
+        return {head: class_activation(fa, w) for head, w in self.weights.items()}
+
+    def frame_heatmaps(self, frames_bgr: Sequence[np.ndarray], head: str = "student") -> np.ndarray:
+        """Heatmaps at each frame's own size [N, H, W] (frames of one size)."""
+        heat = self.heat_from_fa(self.fa_from_trunk(self.trunk_maps(frames_bgr)))[head]
+        size = frames_bgr[0].shape[:2]
+        return np.stack([upsample(h, size) for h in heat])
+
+    def scores(self, features: np.ndarray) -> dict:
+        """Pooled F_A [T, C] of a whole video -> {head: per-frame anomaly probability [T]} (causal)."""
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
+        out = {}
+        with torch.no_grad():
+            out["teacher"] = torch.sigmoid(self.ckpt.teacher(x))[0].numpy()
+            if self.ckpt.student is not None:
+                out["student"] = torch.sigmoid(self.ckpt.student(x))[0].numpy()
+        return out
+
+    def explain_frames(self, frames: Iterable[np.ndarray]) -> VideoHeat:
+        """Heat and scores of every frame of a stream of frames (held in memory only as 14x14 maps)."""
+        heats: dict = {h: [] for h in self.weights}
+        feats, size = [], None
+        frames = iter(frames)
+        while batch := list(itertools.islice(frames, BATCH_FRAMES)):
+            size = size or batch[0].shape[:2]
+            fa = self.fa_from_trunk(self.trunk_maps(batch))
+            feats.append(fa.mean(axis=(2, 3)))
+            for head, h in self.heat_from_fa(fa).items():
+                heats[head].append(h)
+        if size is None:
+            raise EdgeVadError("no frame could be decoded from the source; check the path")
+        features = np.concatenate(feats)
+        return VideoHeat({h: np.concatenate(v) for h, v in heats.items()}, self.scores(features), features,
+                         tuple(size))
+
+
+def select_top_frames(scores: np.ndarray, top: int, min_gap: int = MIN_GAP_FRAMES) -> list[int]:
+    """Indices of the `top` highest-scoring frames, greedily at least `min_gap` apart (then closer ones if the video
+    is too short), in frame order."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) == top:
+            break
+        if all(abs(int(i) - c) >= min_gap for c in chosen):
+            chosen.append(int(i))
+    for i in order:  # short video: fill up without the gap
+        if len(chosen) >= top:
+            break
+        if int(i) not in chosen:
+            chosen.append(int(i))
+    return sorted(chosen)
+
+
+def _frames_at(frames: Iterable[np.ndarray], wanted: Sequence[int]) -> dict[int, np.ndarray]:
+    wanted_set, out = set(wanted), {}
+    for i, frame in enumerate(frames):
+        if i in wanted_set:
+            out[i] = frame
+            if len(out) == len(wanted_set):
+                break
+    return out
+
+
+# ---- figures -----------------------------------------------------------------------------------------------------
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, columns: int = 4) -> Path:
+    """Grid of BGR images with titles, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(images) // columns))
+    cols = min(columns, max(1, len(images)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(_rgb(img))
+        ax.set_title(title, fontsize=8)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def teacher_student_figure(frames: Sequence[np.ndarray], teacher_heat: Sequence[np.ndarray],
+                           student_heat: Sequence[np.ndarray], titles: Sequence[str], path: Path) -> Path:
+    """Paper Fig. 7: (a) frames, (b) teacher heatmaps (before distillation), (c) student heatmaps (after), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_vad.runtime.snapshot import overlay
+
+    cols = len(frames)
+    fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 6.4), squeeze=False)
+    rows = [("(a) frames", list(frames)),
+            ("(b) teacher (AFED)", [overlay(f, h) for f, h in zip(frames, teacher_heat)]),
+            ("(c) student (QACM)", [overlay(f, h) for f, h in zip(frames, student_heat)])]
+    for r, (label, images) in enumerate(rows):
+        for c, img in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(_rgb(img))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def explain_heatmaps(source: Path, out_dir: Path, checkpoint: Union[str, Path] = "default", top: int = 8,
+                     explainer: Optional[CoarseExplainer] = None) -> dict:
+    """Heatmaps of one video or image folder: out_dir/overlays/*.jpg (student heat over the `top` highest-scoring
+    frames), contact_sheet.png, teacher_vs_student.png (Fig. 7) and heatmaps.json (what was chosen and how)."""
+    from edge_vad.runtime.snapshot import overlay, write_snapshot
+    from edge_vad_models.features import iter_frames
+
+    if top < 1:
+        raise EdgeVadError(f"--top must be >= 1, got {top}")
+    explainer = explainer or CoarseExplainer(checkpoint)
+    video = explainer.explain_frames(iter_frames(Path(source)))
+    head = "student" if "student" in video.scores else "teacher"
+    chosen = select_top_frames(video.scores[head], top)
+    frames = _frames_at(iter_frames(Path(source)), chosen)  # second pass: only the chosen frames are kept
+    chosen = [i for i in chosen if i in frames]
+    out_dir = Path(out_dir)
+    overlay_paths, images, titles = [], [], []
+    for i in chosen:
+        path = write_snapshot(out_dir / "overlays" / f"frame{i:06d}.jpg", frames[i], video.heat[head][i])
+        overlay_paths.append(str(path.relative_to(out_dir)))
+        images.append(overlay(frames[i], video.heat[head][i]))
+        titles.append(f"frame {i}  score {video.scores[head][i]:.3f}")
+    files = {"overlays": overlay_paths,
+             "contact_sheet": str(contact_sheet(images, titles, out_dir / "contact_sheet.png").relative_to(out_dir))}
+    if "student" in video.heat:
+        fig = teacher_student_figure([frames[i] for i in chosen], [video.heat["teacher"][i] for i in chosen],
+                                     [video.heat["student"][i] for i in chosen], titles,
+                                     out_dir / "teacher_vs_student.png")
+        files["teacher_vs_student"] = str(fig.relative_to(out_dir))
+    summary = {
+        "source": str(source),
+        "n_frames": int(len(video.features)),
+        "frame_size": list(video.frame_size),
+        "ranked_by": f"{head} anomaly probability (causal, per frame)",
+        "frames": [{"index": i, **{f"{h}_score": float(video.scores[h][i]) for h in video.scores}} for i in chosen],
+        "heatmap": "relu(sum_c w_c F_A[c]) upsampled bilinearly; overlays normalised per image (where, not how much)",
+        "channel_weight_rules": {h: WEIGHT_RULES[h] for h in video.heat},
+        "coarse_sha256": explainer.ckpt.sha256,
+        "files": files,
+    }
+    write_json_atomic(out_dir / "heatmaps.json", summary)
+    return summary
+
