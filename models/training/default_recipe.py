@@ -37,6 +37,7 @@ COARSE_CHECKPOINT = "coarse.pt"
 CHECKPOINT_FORMAT = "edge-vad-coarse/1"
 PED2_HELD_OUT_NORMAL = ("ped2_train_15", "ped2_train_16")  # normal Ped2 videos kept out of training, for validation
 STREAM_SEED = 7  # order of validation clips in the stitched validation stream
+STUDENT_GAP_TARGET = 0.02  # the student must stay within this AUC of the teacher (issue 3)
 PED2_REPEAT = 4  # Ped2 videos per epoch relative to fight-surv clips (see DataSplit.train)
 
 
@@ -337,6 +338,15 @@ def write_model_card(out_dir: Path) -> Path:
         f"- trained on our training split, tested on our validation clips: {_fmt(b['baseline_val_clip_auc'])}", "",
         f"Distillation temperature chosen by Bayesian optimisation: T = {_fmt(m['distillation']['chosen_temperature'])}"
         f" (paper: 2.5); trace in distill_bo.json / distill_bo.png.", "",
+    ]
+    beats = t["fight_val_clip_auc"] > b["baseline_val_clip_auc"]
+    gaps = {name: abs(a - c) for name, a, c in rows if a is not None and c is not None}
+    worst = max(gaps, key=gaps.get)
+    lines += [
+        f"Against the baseline on the same validation clips the teacher {'beats' if beats else 'does NOT beat'} it "
+        f"({_fmt(t['fight_val_clip_auc'])} vs {_fmt(b['baseline_val_clip_auc'])}).",
+        f"Largest teacher-student gap: {gaps[worst]:.3f} ({worst}); the target is <= {STUDENT_GAP_TARGET}: "
+        f"{'met' if gaps[worst] <= STUDENT_GAP_TARGET else 'NOT met'}.", "",
     ]
     if "fine" in m:
         f = m["fine"]
