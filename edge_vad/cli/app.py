@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,6 +29,20 @@ app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted. A plain StreamHandler keeps the
+    stream it was created with; when `main()` runs in-process (tests, embedding) that stream may be
+    closed later and logging then fails with 'I/O operation on closed file'."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
+        pass
+
+
 def _not_built(what: str, issue: int) -> None:
     raise NotBuiltYet(f"`edge-vad {what}` is not built yet (tracked in issue {issue}); nothing was run")
 
@@ -48,7 +63,8 @@ def _root(
     if verbose < 2:
         # OpenCV / FFmpeg print their own warnings on stderr; errors reach the user as one line from us.
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+                        handlers=[_CurrentStderrHandler()], force=True)
 
 
 @app.command("validate-config")
