@@ -3,7 +3,6 @@ heavy (torch, the export toolchain) is imported inside the command that needs it
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from edge_vad.errors import EdgeVadError
@@ -18,7 +17,6 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeVadError as exc:
         for line in str(exc).splitlines() or [exc.__class__.__name__]:
             print(f"edge-vad: error: {line}", file=sys.stderr)
-        logging.shutdown()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("edge-vad: interrupted", file=sys.stderr)

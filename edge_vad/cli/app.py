@@ -63,8 +63,16 @@ def _root(
     if verbose < 2:
         # OpenCV / FFmpeg print their own warnings on stderr; errors reach the user as one line from us.
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
-                        handlers=[_CurrentStderrHandler()], force=True)
+    # Replace the root handlers WITHOUT closing them (basicConfig(force=True) would): a library's
+    # handler (absl's, installed when litert-torch is imported) may hold the process's real stderr,
+    # and closing it loses stderr for good ("lost sys.stderr") when main() runs in-process.
+    root = logging.getLogger()
+    for old_handler in list(root.handlers):
+        root.removeHandler(old_handler)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 @app.command("validate-config")
