@@ -30,8 +30,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from edge_vad.bundle.manifest import FORMAT_VERSION
-from edge_vad.constants import SNIPPET_FRAMES
+from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError, MissingDependency
+from edge_vad.head_input import head_inputs
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,7 @@ class _Work:
     progress: _Progress
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifact -> budgets entry
     backbone_runner: Any = None  # onnxruntime session of the fp32 backbone (int8 checks), made on first use
+    head_input: str = "feature"  # the checkpoint's head input (edge_vad.head_input)
 
 
 def _onnx_artifact(work: _Work, name: str, stage: str, graph: Any, parity: dict[str, dict[str, Any]],
@@ -390,21 +392,22 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         progress.warn("parity runs on synthetic frames; pass --calib DIR to check on real frames")
 
     with BundleWriter(plan.out, plan.force) as writer:
-        work = _Work(plan, writer, progress)
+        work = _Work(plan, writer, progress, head_input=coarse.head_input)
         # -- coarse backbone --------------------------------------------------------------------------------
         progress.step("coarse backbone -> ONNX")
         graph = ox.export_coarse_backbone(backbone, writer.path(FILES["coarse_backbone"]))
         images = [backbone.preprocess_bgr(f).numpy() for f in frames]
         checks, ref = px.onnx_vs_torch(backbone, graph.path, [{"image": x} for x in images], what=frames_note)
         _onnx_artifact(work, "coarse_backbone", "coarse_backbone", graph, checks)
-        real_features = ref["feature"][:, 0]  # [N, D]
+        real_features = ref["feature"][:, 0]  # [N, D] pooled F_A; the heads read head_inputs() of a stream of them
 
         # -- QACM student -----------------------------------------------------------------------------------
         if student is not None:
             student = student.eval()
             progress.step(f"QACM student (W = {student.window}) -> ONNX")
             graph = ox.export_qacm(student, writer.path(FILES["qacm"]))
-            seq = px.feature_sequence(real_features, QACM_PARITY_WINDOWS + student.window, student.in_dim)
+            seq = head_inputs(px.feature_sequence(real_features, QACM_PARITY_WINDOWS + student.window,
+                                                  backbone.branch_channels), coarse.head_input)
             windows = px.qacm_windows(seq, student.window)[-QACM_PARITY_WINDOWS:]
             checks, _ = px.onnx_vs_torch(ox.QacmWindow(student), graph.path, [{"features": w[None]} for w in windows],
                                          what="feature windows (backbone features of the parity frames, 10% noise)")
@@ -415,7 +418,8 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         # -- AFED teacher, single step ----------------------------------------------------------------------
         progress.step(f"AFED teacher step -> ONNX (parity over {px.RECURRENT_STEPS} steps)")
         graph = ox.export_teacher_step(teacher, writer.path(FILES["teacher_step"]))
-        seq = px.feature_sequence(real_features, px.RECURRENT_STEPS, teacher.in_dim)
+        seq = head_inputs(px.feature_sequence(real_features, px.RECURRENT_STEPS, backbone.branch_channels),
+                          coarse.head_input)
         check = px.recurrent_parity(graph.path, seq, teacher.init_state(1).numpy(),
                                     lambda s: teacher(torch.from_numpy(s)).detach().numpy(), "feature", "logit",
                                     what="teacher logit")
@@ -580,7 +584,8 @@ def _export_int8(work: _Work, backbone: Any, student: Any) -> dict[str, str]:
 
     if qacm_module is not None:
         progress.step("QACM student -> full-int8 TFLite")
-        features = np.concatenate([_ort_backbone(work, x)["feature"] for x in nchw[:, None]])
+        features = head_inputs(np.concatenate([_ort_backbone(work, x)["feature"] for x in nchw[:, None]]),
+                               work.head_input)
         windows = px.qacm_windows(features, student.window)  # [N, W, D]
         calib_q = windows.transpose(0, 2, 1)[:, :, None, :]  # [N, D, 1, W] NCHW
         qpath = writer.path(FILES["qacm_int8"])
@@ -589,6 +594,16 @@ def _export_int8(work: _Work, backbone: Any, student: Any) -> dict[str, str]:
         qchecks = _auc_check(work, backbone, runner, hook.TfliteRunner(qpath), student)
         _tflite_artifact(work, "qacm_int8", "coarse_head", qreport, qchecks, "qacm", window=int(student.window))
     return {k: v for k, v in hook.tool_versions().items() if k not in ("torch", "numpy")}
+
+
+def _heatmap_fields(coarse: Any) -> dict[str, Any]:
+    """The deployed head's channel weights for the device's heatmap (the student; the teacher without one)."""
+    from edge_vad_models.explain.heatmaps import WEIGHT_RULES, channel_weights
+
+    head = "student" if coarse.student is not None else "teacher"
+    weights = channel_weights(coarse, head)
+    return {"heatmap_weights": [round(float(w), 7) for w in weights],
+            "heatmap_rule": f"relu(sum_c w_c F_A[c]), w = {head}: {WEIGHT_RULES[head]}"}
 
 
 def _ort_backbone(work: _Work, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -621,8 +636,9 @@ def _auc_check(work: _Work, backbone: Any, bb_int8: Any, qacm_int8: Any, student
         if not frames:
             continue
         xs = [backbone.preprocess_bgr(f).numpy() for f in frames]
-        f32 = np.concatenate([_ort_backbone(work, x)["feature"] for x in xs])
-        f8 = np.concatenate([bb_int8.run(image=x.transpose(0, 2, 3, 1))["feature"] for x in xs])
+        f32 = head_inputs(np.concatenate([_ort_backbone(work, x)["feature"] for x in xs]), work.head_input)
+        f8 = head_inputs(np.concatenate([bb_int8.run(image=x.transpose(0, 2, 3, 1))["feature"] for x in xs]),
+                         work.head_input)
         l32 = [qacm32.run({"features": w[None]})["logit"].item() for w in px.qacm_windows(f32, student.window)]
         l8 = [qacm_int8.run(features=w[None, None])["logit"].item() for w in px.qacm_windows(f8, student.window)]
         labels.append(label)
@@ -699,6 +715,8 @@ def _manifest_fields(work: _Work, coarse: Any, fine: Optional[FineSource], fine_
         "classes": list(fine.stage.class_names) if fine is not None else [],  # fine-stage classes
         "coarse": {"backbone": backbone.backbone_name, "backbone_weights_sha256": backbone.weights_sha256(),
                    "feature_dim": int(backbone.branch_channels), "trunk_dim": int(backbone.spec.trunk_channels),
+                   "head_input": coarse.head_input, **_heatmap_fields(coarse),
+                   "gate": coarse.raw.get("gate"),
                    "heatmap_size": int(backbone.heatmap_size),
                    "window": int(student.window) if student is not None else None,
                    "temperature": coarse.temperature},
@@ -709,7 +727,9 @@ def _manifest_fields(work: _Work, coarse: Any, fine: Optional[FineSource], fine_
         fields["fine"] = {"encoder": fine.encoder, "image_input": fine.image_input, "feature_dim": int(stage.feature_dim),
                           "hidden_dim": int(stage.in_proj.out_features), "embed_dim": int(stage.out_proj.out_features),
                           "tau": float(stage.tau), "normal_class": int(stage.normal_index),
-                          "mil_divisor": int(stage.mil_divisor), **fine_fields}
+                          "mil_divisor": int(stage.mil_divisor),
+                          "frames_per_snippet": CLIP_FRAMES_PER_SNIPPET if fine.clip_image is not None else SNIPPET_FRAMES,
+                          **fine_fields}
         clip = fine.image_input == "clip_visual"
         fields["descriptions"] = {
             "source": "clip_zero_shot" if clip else "imagenet_logits",

@@ -2,8 +2,10 @@
 
 A checkpoint folder holds:
 - `coarse.pt`: the Adjust MobileNet branch (the trunk comes from its pretrained package,
-  identified by sha256), the AFED teacher and the distilled QACM student, with their configs
-  and the chosen distillation temperature. A checkpoint trained on precomputed features
+  identified by sha256), the AFED teacher and the distilled QACM student, with their configs,
+  the chosen distillation temperature and `"head_input"` (what the heads read per frame, see
+  edge_vad.head_input; "feature" where the key is absent) and, from `edge-vad train default`, `"gate"`
+  (thresholds that fit the student, models/training/gate_calibration.py; the exporter puts them in the bundle). A checkpoint trained on precomputed features
   (`edge-vad train coarse --list`) has `"feature_source": "list"`, no backbone or branch
   (`"backbone": None`, `"branch": None`) and the feature width as `"feature_dim"`; files
   without the key are backbone checkpoints (`"feature_source": "backbone"`);
@@ -23,6 +25,7 @@ from typing import Any, Optional
 import torch
 
 from edge_vad.errors import EdgeVadError
+from edge_vad.head_input import FEATURE, HEAD_INPUTS
 from edge_vad.fileio import atomic_target
 from edge_vad_models.backbones import AdjustMobileNet, sha256_file
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
@@ -65,6 +68,11 @@ class CoarseCheckpoint:
     @property
     def feature_source(self) -> str:
         return feature_source_of(self.raw)
+
+    @property
+    def head_input(self) -> str:
+        """What the heads read per frame (edge_vad.head_input); files written before the key: "feature"."""
+        return self.raw.get("head_input", FEATURE)
 
     @property
     def feature_dim(self) -> int:
@@ -133,6 +141,9 @@ def load_coarse(folder: str | os.PathLike, pretrained_trunk: bool = True) -> Coa
     if source not in (FEATURE_SOURCE_BACKBONE, FEATURE_SOURCE_LIST):
         raise EdgeVadError(f"{folder / COARSE_FILE}: unknown feature_source {source!r}; re-run training with this "
                            "version of edge-vad")
+    if raw.get("head_input", FEATURE) not in HEAD_INPUTS:
+        raise EdgeVadError(f"{folder / COARSE_FILE}: unknown head_input {raw['head_input']!r}; use the edge-vad "
+                           "version that trained it")
     backbone = None
     if source == FEATURE_SOURCE_BACKBONE:
         backbone = AdjustMobileNet(raw["backbone"], branch_channels=raw["branch_channels"], pretrained=pretrained_trunk)

@@ -48,6 +48,7 @@ from edge_vad.backends import Backend, backend_status, dequantize, get_backend
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
+from edge_vad.head_input import head_input_dim, head_input_step
 from edge_vad.runtime.events import FineSummary
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.preprocess import Preprocessor
@@ -331,11 +332,12 @@ def load_models(bundle_dir: Path, manifest: Manifest, plan: BackendPlan, lock: O
 
 @dataclass(frozen=True, eq=False)
 class CoarseState:
-    """What the coarse stage carries between frames: the last W features, oldest first (None before the
-    first frame), and how many frames it has seen."""
+    """What the coarse stage carries between frames: the last W head inputs, oldest first (None before the
+    first frame), how many frames it has seen, and the last pooled feature (for the frame difference)."""
 
     window: Optional[np.ndarray] = None
     frames: int = 0
+    previous: Optional[np.ndarray] = None
 
 
 def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseState:
@@ -345,14 +347,14 @@ def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseS
         win = np.repeat(f, window, axis=0)
     else:
         win = np.concatenate([state.window[1:], f], axis=0)
-    return CoarseState(win, state.frames + 1)
+    return CoarseState(win, state.frames + 1, state.previous)
 
 
 @dataclass(frozen=True, eq=False)
 class CoarseOutput:
     score: float  # sigmoid(logit), the coarse anomaly score
     logit: float
-    feature: np.ndarray  # [D] pooled F_A (what the QACM reads)
+    feature: np.ndarray  # [D] pooled F_A (the QACM reads edge_vad.head_input of these)
     trunk_feature: np.ndarray  # [T] pooled backbone trunk
     imagenet_top1: int  # argmax of imagenet_logits: the frame's description id (lite0-minilm)
     heatmap: np.ndarray  # [h, w] F_A channels combined (mean, or manifest weights)
@@ -390,13 +392,20 @@ class CoarseStage:
             raise EdgeVadError(f"bundle {models.bundle_dir}: the QACM artifact records no window W; re-export the bundle")
         self.head_input = head.inputs[0]
         size = int(np.prod([d for d in self.head_input.shape if d is not None]))
-        if size != self.window * manifest.coarse.feature_dim:
-            raise EdgeVadError(f"QACM input {self.head_input.describe()} does not hold {self.window} x "
-                               f"{manifest.coarse.feature_dim} features; re-export the bundle")
+        self.head_input_kind = manifest.coarse.head_input
+        width = head_input_dim(self.head_input_kind, manifest.coarse.feature_dim)
+        if size != self.window * width:
+            raise EdgeVadError(f"QACM input {self.head_input.describe()} does not hold {self.window} x {width} "
+                               f"head inputs ({self.head_input_kind}); re-export the bundle")
         heat_layout = _declared_layout(art, "heatmap")
         heat_shape = next(s.shape for s in backbone.outputs if s.name == "heatmap")
         self.heat_channel_axis = 3 if heat_layout == "NHWC" or (not heat_layout and heat_shape[-1] == manifest.coarse.feature_dim) else 1
+        if heatmap_weights is None:
+            heatmap_weights = manifest.coarse.heatmap_weights
         self.heatmap_weights = None if heatmap_weights is None else np.asarray(heatmap_weights, np.float32).reshape(-1)
+        if self.heatmap_weights is not None and self.heatmap_weights.shape[0] != manifest.coarse.feature_dim:
+            raise EdgeVadError(f"bundle {models.bundle_dir}: {self.heatmap_weights.shape[0]} heatmap weights for "
+                               f"{manifest.coarse.feature_dim} F_A channels; re-export the bundle")
         self.heatmap_method = HEATMAP_CHANNEL_MEAN if self.heatmap_weights is None else HEATMAP_WEIGHTED
         log.info("coarse stage: %s input via %s; QACM window %d; heatmap = F_A %s", spec.name, self.preprocess.mode,
                  self.window, self.heatmap_method)
@@ -417,16 +426,22 @@ class CoarseStage:
         maps = np.moveaxis(heat[0], self.heat_channel_axis - 1, -1)  # [h, w, C]
         if self.heatmap_weights is None:
             return maps.mean(axis=-1)
-        return maps @ self.heatmap_weights
+        return np.maximum(maps @ self.heatmap_weights, 0.0)  # the explain module's rule (class_activation)
 
-    def step(self, state: CoarseState, image_bgr: np.ndarray) -> Tuple[CoarseState, CoarseOutput]:
-        out = self.backbone_outputs(image_bgr)
-        feature = out["feature"].reshape(-1)
-        state = push_window(state, feature, self.window)
+    def qacm(self, state: CoarseState, feature: np.ndarray) -> Tuple[CoarseState, float]:
+        """One frame's pooled feature -> (new state, QACM logit): builds the head input, slides the window."""
+        x = head_input_step(feature, state.previous, self.head_input_kind)
+        state = push_window(replace(state, previous=np.asarray(feature, np.float32).reshape(-1)), x, self.window)
         with self._timed("qacm"):
             feed = {self.head_input.name: state.window.reshape(  # type: ignore[union-attr]
                 tuple(d if d is not None else 1 for d in self.head_input.shape))}
             logit = float(next(iter(self.head.infer(feed).values())).reshape(-1)[0])
+        return state, logit
+
+    def step(self, state: CoarseState, image_bgr: np.ndarray) -> Tuple[CoarseState, CoarseOutput]:
+        out = self.backbone_outputs(image_bgr)
+        feature = out["feature"].reshape(-1)
+        state, logit = self.qacm(state, feature)
         return state, CoarseOutput(
             score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=out["trunk_feature"].reshape(-1),
             imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=self.heatmap(out["heatmap"]))

@@ -34,6 +34,7 @@ import torch
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
+from edge_vad.head_input import FEATURE_ABSDIFF, head_inputs
 from edge_vad_models.checkpoint import CoarseCheckpoint, load_coarse
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 from edge_vad_models.explain import save_figure
@@ -77,11 +78,15 @@ def channel_weights(checkpoint: Union[CoarseCheckpoint, str, Path], which: str =
         raise EdgeVadError(f"unknown head {which!r}; choose one of {', '.join(HEADS)}")
     ckpt = checkpoint if isinstance(checkpoint, CoarseCheckpoint) else load_coarse(checkpoint)
     if which == "teacher":
-        return teacher_weights(ckpt.teacher)
-    if ckpt.student is None:
+        w = teacher_weights(ckpt.teacher)
+    elif ckpt.student is None:
         raise EdgeVadError("this coarse checkpoint has no distilled student; run `edge-vad train default` or "
                            "explain the teacher")
-    return student_weights(ckpt.student)
+    else:
+        w = student_weights(ckpt.student)
+    # The heads read [F, |dF|] for head_input "feature+absdiff"; only the F half maps back onto F_A's channels
+    # (|dF| is a change over time, with no place in one frame), so the heat uses that half.
+    return w[:len(w) // 2] if ckpt.head_input == FEATURE_ABSDIFF else w
 
 
 # ---- maps --------------------------------------------------------------------------------------------------------
@@ -158,7 +163,7 @@ class CoarseExplainer:
 
     def scores(self, features: np.ndarray) -> dict:
         """Pooled F_A [T, C] of a whole video -> {head: per-frame anomaly probability [T]} (causal)."""
-        x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
+        x = torch.from_numpy(head_inputs(features, self.ckpt.head_input))[None]
         out = {}
         with torch.no_grad():
             out["teacher"] = torch.sigmoid(self.ckpt.teacher(x))[0].numpy()

@@ -33,6 +33,7 @@ import torch
 from edge_vad.constants import MIL_TOPK_DIVISOR
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
+from edge_vad.head_input import FEATURE, head_inputs
 from edge_vad_models.explain import DEFAULT_TRUNK_CACHE, TrunkSource, spread, validation_clips
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,13 @@ def lime_r2(features: np.ndarray, predict: Predictor, cfg: LimeConfig = LimeConf
 
 # ---- the two stages ----------------------------------------------------------------------------------------------
 
-def coarse_predictor(student: torch.nn.Module) -> Predictor:
-    """Student video score: mean of the top-k per-frame probabilities, k = max(1, T // 16)."""
+def coarse_predictor(student: torch.nn.Module, head_input: str = FEATURE) -> Predictor:
+    """Student video score: mean of the top-k per-frame probabilities, k = max(1, T // 16). The perturbed pooled
+    features become the student's input as on the device (edge_vad.head_input)."""
     def predict(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        inputs = np.stack([head_inputs(v, head_input) for v in x])
         with torch.no_grad():
-            probs = torch.sigmoid(student(torch.from_numpy(x)))
+            probs = torch.sigmoid(student(torch.from_numpy(inputs)))
         k = max(1, probs.shape[1] // MIL_TOPK_DIVISOR)
         return probs.topk(k, dim=1).values.mean(dim=1).numpy()
 
@@ -190,7 +193,7 @@ def explain_lime(n_videos: Optional[int], json_out: Path, checkpoint: Union[str,
             fa = ckpt.backbone.branch(maps).mean(dim=(2, 3)).numpy()
             pooled = maps.mean(dim=(2, 3))
             ids = ckpt.backbone.classifier(pooled).argmax(dim=1).numpy()
-        coarse_fits[clip.name] = lime_r2(fa, coarse_predictor(ckpt.student), cfg, rng)
+        coarse_fits[clip.name] = lime_r2(fa, coarse_predictor(ckpt.student, ckpt.head_input), cfg, rng)
         if fine is not None:
             rows = np.asarray(meta["description_rows"], dtype=np.int64)[ids]
             with torch.no_grad():

@@ -2,10 +2,7 @@
 the fine worker's drop policy, and the pipeline's event lifecycle (start / update / end held until the clip
 and the fine result are in), with scripted scores so the gate does exactly what the test says.
 
-Bundle helpers (also used by test_run_cli.py and test_score.py): `any_bundle` prefers the shipped default
-bundle (no torch needed) and otherwise exports ONE small bundle (random heads on the real Lite0 trunk, onnx
-target only) per test session; `exported_bundle` always exports it (tests that compare with the PyTorch
-modules need its checkpoint).
+Bundle helpers: tests/edge_vad_test_support/bundles.py.
 """
 
 from __future__ import annotations
@@ -20,9 +17,10 @@ import numpy as np
 import pytest
 
 from edge_vad.backends.base import TensorSpec, quantize
-from edge_vad.bundle import MANIFEST_NAME, Preprocessing, default_bundle_dir
+from edge_vad.bundle import Preprocessing
 from edge_vad.config import Config, EventsConfig, FineConfig, GateConfig
 from edge_vad.constants import LITE0_MEAN, LITE0_STD
+from edge_vad.head_input import FEATURE_ABSDIFF, head_inputs
 from edge_vad.runtime.events import Event, FineSummary
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineWorker
 from edge_vad.runtime.metrics import Metrics
@@ -31,87 +29,7 @@ from edge_vad.runtime.preprocess import Preprocessor, normalise, resize_frame
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.stages import CoarseOutput, CoarseState, FineFrame, push_window
 from edge_vad.sources import open_source
-
-TEST_BUNDLE_DIR = "edge_vad_runtime_test_bundle"  # under the session's basetemp: exported once per session
-HIDDEN, TEXT_DIM = 32, 32  # fine head width of the test checkpoint (small: fast export)
-SUIT = 834  # an ImageNet id given its own text-table row in the test checkpoint
-
-
-# ----------------------------------------------------------------------------- bundle helpers
-def shipped_bundle() -> Optional[Path]:
-    path = default_bundle_dir()
-    return path if (path / MANIFEST_NAME).is_file() else None
-
-
-def _write_checkpoint(folder: Path) -> None:
-    """coarse.pt (real Lite0 trunk, random branch / teacher / QACM) and fine.pt (random head, random table)."""
-    import torch
-
-    from edge_vad.constants import XD_VIOLENCE_CLASSES
-    from edge_vad_models.backbones import AdjustMobileNet
-    from edge_vad_models.checkpoint import coarse_state, save_atomic
-    from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
-    from edge_vad_models.fine.fine_stage import FineStage
-    from edge_vad_models.fine.prompt import TextTable, average_embeddings
-    from edge_vad_models.training.fine import FineTrainConfig, FineTrainResult, TableOnlyTextEncoder, save_fine
-
-    torch.manual_seed(0)
-    tcfg, scfg = {"in_dim": 128, "dim": 32}, {"in_dim": 128, "hidden": 16}
-    save_atomic(coarse_state(AdjustMobileNet(), AFEDTeacher(**tcfg), tcfg, QACMStudent(**scfg), scfg, temperature=2.5),
-                folder / "coarse.pt")
-    torch.manual_seed(1)
-    descriptions = ["a photo of a suit", "a photo of a jersey", ""]
-    stage = FineStage(XD_VIOLENCE_CLASSES, TableOnlyTextEncoder(TEXT_DIM, TEXT_DIM, 77), descriptions,
-                      feature_dim=1280, hidden_dim=HIDDEN, n_ctx=4)
-    stage.use_text_table(torch.randn(len(XD_VIOLENCE_CLASSES), 3, TEXT_DIM))
-    rows = [2] * 1000
-    rows[SUIT], rows[610] = 0, 1
-    table = TextTable(table=stage.text_table.numpy(), mean=average_embeddings(stage.text_table).numpy(),
-                      class_names=stage.class_names, descriptions=tuple(descriptions))
-    save_fine(FineTrainResult(model=stage.eval(), table=table, descriptions=descriptions, description_rows=rows,
-                              fallback_row=2), FineTrainConfig(encoder="lite0-minilm", hidden_dim=HIDDEN, n_ctx=4), folder)
-
-
-def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
-    """(bundle, checkpoint folder): exported once per session (about 6 s), skipped without torch."""
-    root = tmp_path_factory.getbasetemp() / TEST_BUNDLE_DIR
-    bundle, ckpt = root / "bundle", root / "ckpt"
-    if not (bundle / MANIFEST_NAME).is_file():
-        torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch) to export a test bundle")
-        pytest.importorskip("onnx", reason="needs the export extra (onnx) to export a test bundle")
-        from edge_vad.cli.export_cmd import run_export
-
-        torch.set_num_threads(1)
-        ckpt.mkdir(parents=True, exist_ok=True)
-        _write_checkpoint(ckpt)
-        run_export(str(ckpt), "onnx", None, bundle, True, "lite0-minilm", None)
-    return bundle, ckpt
-
-
-def any_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped default bundle when it is there (no torch needed), else the session's exported one."""
-    return shipped_bundle() or exported_bundle(tmp_path_factory)[0]
-
-
-def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
-def stitched_stream(shared_data: Path, out: Path, labels=(0, 1), fps: float = 8.0, first: int = 0):
-    """Real fight-surv clips (one per label, in order) stitched at 320x180."""
-    from edge_vad.datasets import fight_surv_clips, stitch_clips
-
-    clips = fight_surv_clips(shared_data)
-    by = {0: [c for c in clips if c.label == 0], 1: [c for c in clips if c.label == 1]}
-    picked = [by[lab][first + i] for i, lab in enumerate(labels)]
-    return stitch_clips(picked, out, size=(320, 180), fps=fps)
-
+from edge_vad_test_support.bundles import HIDDEN, SUIT, any_bundle, exported_bundle, shipped_bundle, write_video
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
@@ -376,7 +294,8 @@ def _load(bundle: Path, backend: Optional[str] = None, fine: bool = True):
 
 def test_coarse_scores_equal_the_pytorch_student(exported, shared_data: Path) -> None:
     """Runtime scores frame by frame == QACMStudent.forward over the whole sequence (first feature repeated),
-    fed the runtime's own backbone features: proves the window semantics and the QACM graph."""
+    fed the head inputs of the runtime's own backbone features: proves the window semantics, the streaming
+    frame difference and the QACM graph."""
     torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
     from edge_vad.runtime.stages import CoarseStage
     from edge_vad_models.checkpoint import load_coarse
@@ -393,9 +312,11 @@ def test_coarse_scores_equal_the_pytorch_student(exported, shared_data: Path) ->
             feats.append(out.feature)
     finally:
         models.close()
-    student = load_coarse(ckpt).student
+    loaded = load_coarse(ckpt)
+    assert loaded.head_input == FEATURE_ABSDIFF
     with torch.no_grad():
-        ref = torch.sigmoid(student(torch.from_numpy(np.stack(feats)[None]))).numpy()[0]
+        x = torch.from_numpy(head_inputs(np.stack(feats), loaded.head_input)[None])
+        ref = torch.sigmoid(loaded.student(x)).numpy()[0]
     np.testing.assert_allclose(np.array(scores), ref, atol=1e-5, rtol=0)
     assert np.ptp(ref) > 1e-4  # the scores move with the frames: the comparison is not of constants
 
