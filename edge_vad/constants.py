@@ -1,6 +1,9 @@
 """Named constants of TCVADS and of the formats we read. Each says where it comes from."""
 
 SNIPPET_FRAMES = 16  # frames per snippet: the field's convention (C3D/I3D features, UCF-Crime, XD-Violence)
+# CLIP image-tower frames per snippet: snippet-level feature lists (the format `train --list` reads) hold one
+# feature per 16-frame snippet, and 16 ViT-B/16 passes per snippet would be 562 GFLOPs (Jetson budget: 100)
+CLIP_FRAMES_PER_SNIPPET = 1
 CLIP_CONTEXT_LENGTH = 77  # maximum token length of CLIP's text encoder (paper, Sec. IV-B)
 PROMPT_CONTEXT_TOKENS = 40  # learnable context length l (paper, Sec. V-B, "context length l is 40")
 CLIP_TAU = 0.07  # temperature tau of Exp. (16) (paper, Sec. V-B)
@@ -13,6 +16,7 @@ KD_TEMPERATURE_RANGE = (0.5, 5.0)  # search range of the distillation temperatur
 KD_TEMPERATURE_PAPER = 2.5  # T the paper's Bayesian optimisation found (Fig. 5)
 MIL_TOPK_DIVISOR = 16  # MIL top-k: k = max(1, T // 16) snippets per bag, as RTFM / VadCLIP do
 RWKV_BLOCKS = 2  # enhanced RWKV = two TimeMix blocks, no ChannelMix (paper, Sec. IV-A)
+FINE_HIDDEN_DIM = 512  # d of the fine stage's video branch: CLIP ViT-B/16's embedding width (our choice, not the paper's)
 QACM_LAYERS = 3  # QACM = three causal temporal conv layers (paper, Sec. IV-A)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision / timm ImageNet statistics, RGB order

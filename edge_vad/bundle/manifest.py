@@ -141,12 +141,29 @@ class Preprocessing(_Strict):
     scale: float = 255.0  # pixels are divided by this before (x - mean) / std
 
 
+class GateSuggestion(_Strict):
+    """Gate thresholds that fit this bundle's coarse head (how they were chosen: `rule`). The runtime uses them
+    unless the user's config sets on_threshold / off_threshold."""
+
+    on_threshold: float = Field(gt=0, lt=1)
+    off_threshold: float = Field(gt=0, lt=1)
+    rule: str
+    n_frames: int = 0
+
+
 class CoarseInfo(_Strict):
     backbone: str
     backbone_weights_sha256: Optional[str] = None
-    feature_dim: int
+    feature_dim: int  # pooled F_A width (= F_A channels of the heatmap)
     trunk_dim: int
     heatmap_size: int
+    # what the heads read per frame, built by edge_vad.head_input from the pooled F_A (its HEAD_INPUTS)
+    head_input: Literal["feature", "feature+absdiff"] = "feature"
+    # Heatmap = relu(sum_c w_c F_A[c]) with these per-channel weights of the deployed head (linearised, see
+    # edge_vad_models.explain.heatmaps); None: the plain channel mean (bundles from before the field).
+    heatmap_weights: Optional[List[float]] = None
+    heatmap_rule: str = ""
+    gate: Optional[GateSuggestion] = None
     window: Optional[int] = None  # QACM W (None: no student in the checkpoint)
     temperature: Optional[float] = None  # distillation T the student was trained with
     score: str = "sigmoid(logit)"
@@ -164,6 +181,8 @@ class FineInfo(_Strict):
     mil_divisor: int
     logits: str = "cosine(video_feature, text_table[c, description]) / tau, softmax over classes"
     preprocessing: Optional[Preprocessing] = None  # clip_visual's own pixel input (clip-vit-b16)
+    # image-encoder frames per snippet the head was trained on (the runtime's default frames_per_update)
+    frames_per_snippet: Optional[int] = Field(default=None, ge=1)
 
 
 class Descriptions(_Strict):

@@ -35,6 +35,7 @@ from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import load_config
 from edge_vad.errors import EdgeVadError
 from edge_vad.eval.scores_io import CLASS_SUFFIX, CLASSES_KEY
+from edge_vad.runtime.bundle_defaults import config_for_bundle
 from edge_vad.runtime.pipeline import Pipeline
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.stages import CoarseStage, FineModel, load_models, plan_backends
@@ -151,6 +152,7 @@ def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, bac
     inputs = expand_inputs(sources)
     bundle_dir = resolve_bundle_dir(bundle or cfg.runtime.bundle)
     manifest = verify_bundle(bundle_dir).manifest
+    cfg = config_for_bundle(cfg, manifest)
     use_fine = fine and cfg.fine.enabled and manifest.fine is not None
     plan = plan_backends(manifest, bundle_dir, backend or cfg.runtime.backend, cfg.runtime, fine=use_fine)
     from tqdm import tqdm

@@ -32,6 +32,7 @@ from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import Config, load_config
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime import sdnotify
+from edge_vad.runtime.bundle_defaults import config_for_bundle
 from edge_vad.runtime.events import EventSinks, JsonlEventWriter, StdoutEventSink
 from edge_vad.runtime.http_server import HttpServer
 from edge_vad.runtime.metrics import Metrics
@@ -180,6 +181,7 @@ def run(opts: RunOptions) -> RunSummary:
     report = verify_bundle(bundle_dir)
     log.info("%s", report.summary())
     manifest = report.manifest
+    cfg = config_for_bundle(cfg, manifest)
     plan = plan_backends(manifest, bundle_dir, opts.backend or cfg.runtime.backend, cfg.runtime,
                          fine=cfg.fine.enabled)
     sources = open_sources(specs)
