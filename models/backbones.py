@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -213,9 +212,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 # Preprocessing (same mapping as the runtime)
 # --------------------------------------------------------------------------------------------
 
-_CV2_INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
-
-
 def preprocess_bgr(frames: np.ndarray, preprocess: PreprocessSpec) -> torch.Tensor:
     """uint8 BGR frames [N,H,W,3] (or one [H,W,3]) -> float32 backbone input [N,3,size,size].
 
@@ -228,10 +224,13 @@ def preprocess_bgr(frames: np.ndarray, preprocess: PreprocessSpec) -> torch.Tens
         raise EdgeVadError(
             f"preprocess_bgr expects uint8 BGR frames [N,H,W,3], got {arr.dtype} {list(arr.shape)}; decode with cv2"
         )
+    import cv2  # here, not at the top: the GPU benchmark builds the networks on machines without OpenCV
+
+    interpolation = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[preprocess.interpolation]
     size = preprocess.size
     resized = np.empty((arr.shape[0], size, size, 3), dtype=np.float32)
     for i, frame in enumerate(arr):
-        resized[i] = cv2.resize(frame, (size, size), interpolation=_CV2_INTERPOLATION[preprocess.interpolation])
+        resized[i] = cv2.resize(frame, (size, size), interpolation=interpolation)
     if preprocess.pixel_format == "RGB":
         resized = resized[..., ::-1]
     scale_mean = np.asarray(preprocess.mean, dtype=np.float32) * 255.0

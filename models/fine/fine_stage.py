@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_vad.constants import CLIP_TAU, MIL_TOPK_DIVISOR, PROMPT_CONTEXT_TOKENS, RWKV_BLOCKS
+from edge_vad.constants import CLIP_TAU, FINE_HIDDEN_DIM, MIL_TOPK_DIVISOR, PROMPT_CONTEXT_TOKENS, RWKV_BLOCKS
 from edge_vad.errors import EdgeVadError
 from edge_vad_models.fine.encoders import TextEncoder
 from edge_vad_models.fine.prompt import PromptLearner, TextTable, average_embeddings
 from edge_vad_models.losses import align_loss, contrast_loss, fine_total_loss
 from edge_vad_models.rwkv import EnhancedRWKV
 
-DEFAULT_HIDDEN_DIM = 512  # d of the video branch; CLIP ViT-B/16's embedding width (our choice, not in the paper)
+DEFAULT_HIDDEN_DIM = FINE_HIDDEN_DIM
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -28,18 +27,9 @@ import numpy as np
 import pytest
 
 from edge_vad.sources import open_source
+from edge_vad_test_support import bundles
 
 
-def _helpers():
-    """The bundle and video helpers of test_pipeline.py (one session-wide exported bundle for all files)."""
-    spec = importlib.util.spec_from_file_location("edge_vad_runtime_pipeline_helpers",
-                                                  Path(__file__).with_name("test_pipeline.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-H = _helpers()
 BLOCK_TORCH = textwrap.dedent("""
     import importlib.abc, sys
     class _NoTorch(importlib.abc.MetaPathFinder):
@@ -65,14 +55,14 @@ STOP_BUDGET_S = 5.0  # SIGTERM -> exit, the issue's budget (systemd TimeoutStopS
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
-    return H.any_bundle(tmp_path_factory)
+    return bundles.any_bundle(tmp_path_factory)
 
 
 @pytest.fixture()
 def small_video(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     frames = [cv2.GaussianBlur(rng.integers(0, 256, (72, 128, 3), dtype=np.uint8), (9, 9), 3) for _ in range(16)]
-    return H.write_video(tmp_path / "small.mp4", frames, 8.0)
+    return bundles.write_video(tmp_path / "small.mp4", frames, 8.0)
 
 
 def edge_vad(*args: str, env=None, timeout: float = 240, block_torch: bool = False) -> subprocess.CompletedProcess:
@@ -92,7 +82,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> str
 
 # ----------------------------------------------------------------------------- the main job
 def test_run_file_writes_report_events_and_logs_the_plan(bundle_dir: Path, shared_data: Path, tmp_path: Path) -> None:
-    stream = H.stitched_stream(shared_data, tmp_path / "stream.mp4", labels=(0, 1), fps=8.0)
+    stream = bundles.stitched_stream(shared_data, tmp_path / "stream.mp4", labels=(0, 1), fps=8.0)
     n = len(stream.frame_labels)
     cfg = tmp_path / "always.toml"
     cfg.write_text(ALWAYS_OPEN)
@@ -260,7 +250,7 @@ def test_truncated_video_scores_frames_before_the_damage(bundle_dir: Path, share
     with open_source(str(clip), width=320, height=180) as src:
         real = [f.image for f in src.frames()]
         fps = src.info.fps
-    path = H.write_video(tmp_path / "recording.mkv", real, fps)
+    path = bundles.write_video(tmp_path / "recording.mkv", real, fps)
     with open(path, "r+b") as fh:
         fh.truncate(path.stat().st_size // 2)
     proc = edge_vad("run", "--source", str(path), "--bundle", str(bundle_dir), "--report", str(tmp_path / "rep"),

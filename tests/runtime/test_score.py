@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,23 +11,15 @@ import pytest
 from edge_vad.cli.score_cmd import class_scores, dense_scores, expand_inputs, per_snippet, score
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime.report import ScoreLog
+from edge_vad_test_support import bundles
 
 
-def _helpers():
-    spec = importlib.util.spec_from_file_location("edge_vad_runtime_pipeline_helpers",
-                                                  Path(__file__).with_name("test_pipeline.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-H = _helpers()
 ALWAYS_OPEN = "[gate]\nsmoothing_frames = 1\non_threshold = 0.000001\noff_threshold = 0.0000001\nmin_open_s = 0.0\n"
 
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
-    return H.any_bundle(tmp_path_factory)
+    return bundles.any_bundle(tmp_path_factory)
 
 
 # ----------------------------------------------------------------------------- no models
@@ -75,8 +66,8 @@ def test_class_score_rule_and_snippet_means() -> None:
 @pytest.fixture(scope="module")
 def two_videos(shared_data: Path, tmp_path_factory) -> tuple:
     folder = tmp_path_factory.mktemp("score_videos")
-    normal = H.stitched_stream(shared_data, folder / "calm.mp4", labels=(0,), fps=8.0, first=2)
-    fight = H.stitched_stream(shared_data, folder / "brawl.mp4", labels=(0, 1), fps=8.0, first=3)
+    normal = bundles.stitched_stream(shared_data, folder / "calm.mp4", labels=(0,), fps=8.0, first=2)
+    fight = bundles.stitched_stream(shared_data, folder / "brawl.mp4", labels=(0, 1), fps=8.0, first=3)
     return folder, {"calm": normal.frame_labels, "brawl": fight.frame_labels}
 
 
@@ -149,7 +140,7 @@ def test_shipped_bundle_ranks_fight_clips_above_normal_ones(shared_data: Path, t
     """Golden floor for the TRAINED default bundle: held-out fight-surv clips (the validation split's first six
     of each label, resampled to 320x180 at 8 fps), each scored as its own video; clip score = max frame score.
     Random-head bundles cannot pass this, so it runs only on the shipped bundle."""
-    bundle = H.shipped_bundle()
+    bundle = bundles.shipped_bundle()
     if bundle is None:
         pytest.skip("no shipped default bundle yet (edge_vad/bundles/default)")
     from sklearn.metrics import roc_auc_score
