@@ -158,7 +158,7 @@ class CoarseInfo(_Strict):
     trunk_dim: int
     heatmap_size: int
     # what the heads read per frame, built by edge_vad.head_input from the pooled F_A (its HEAD_INPUTS)
-    head_input: Literal["feature", "feature+absdiff"] = "feature"
+    head_input: Literal["feature", "feature+motion"] = "feature"
     # Heatmap = relu(sum_c w_c F_A[c]) with these per-channel weights of the deployed head (linearised, see
     # edge_vad_models.explain.heatmaps); None: the plain channel mean (bundles from before the field).
     heatmap_weights: Optional[List[float]] = None

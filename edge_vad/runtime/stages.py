@@ -48,7 +48,7 @@ from edge_vad.backends import Backend, backend_status, dequantize, get_backend
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
-from edge_vad.head_input import head_input_dim, head_input_step
+from edge_vad.head_input import MotionState, head_input_dim, head_input_step
 from edge_vad.runtime.events import FineSummary
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.preprocess import Preprocessor
@@ -333,11 +333,11 @@ def load_models(bundle_dir: Path, manifest: Manifest, plan: BackendPlan, lock: O
 @dataclass(frozen=True, eq=False)
 class CoarseState:
     """What the coarse stage carries between frames: the last W head inputs, oldest first (None before the
-    first frame), how many frames it has seen, and the last pooled feature (for the frame difference)."""
+    first frame), how many frames it has seen, and the frame-difference state of the head input."""
 
     window: Optional[np.ndarray] = None
     frames: int = 0
-    previous: Optional[np.ndarray] = None
+    motion: MotionState = MotionState()
 
 
 def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseState:
@@ -347,7 +347,7 @@ def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseS
         win = np.repeat(f, window, axis=0)
     else:
         win = np.concatenate([state.window[1:], f], axis=0)
-    return CoarseState(win, state.frames + 1, state.previous)
+    return CoarseState(win, state.frames + 1, state.motion)
 
 
 @dataclass(frozen=True, eq=False)
@@ -430,8 +430,8 @@ class CoarseStage:
 
     def qacm(self, state: CoarseState, feature: np.ndarray) -> Tuple[CoarseState, float]:
         """One frame's pooled feature -> (new state, QACM logit): builds the head input, slides the window."""
-        x = head_input_step(feature, state.previous, self.head_input_kind)
-        state = push_window(replace(state, previous=np.asarray(feature, np.float32).reshape(-1)), x, self.window)
+        x, motion = head_input_step(feature, state.motion, self.head_input_kind)
+        state = push_window(replace(state, motion=motion), x, self.window)
         with self._timed("qacm"):
             feed = {self.head_input.name: state.window.reshape(  # type: ignore[union-attr]
                 tuple(d if d is not None else 1 for d in self.head_input.shape))}

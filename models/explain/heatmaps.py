@@ -34,7 +34,7 @@ import torch
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
-from edge_vad.head_input import FEATURE_ABSDIFF, head_inputs
+from edge_vad.head_input import FEATURE_MOTION, head_inputs
 from edge_vad_models.checkpoint import CoarseCheckpoint, load_coarse
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 from edge_vad_models.explain import save_figure
@@ -84,9 +84,9 @@ def channel_weights(checkpoint: Union[CoarseCheckpoint, str, Path], which: str =
                            "explain the teacher")
     else:
         w = student_weights(ckpt.student)
-    # The heads read [F, |dF|] for head_input "feature+absdiff"; only the F half maps back onto F_A's channels
-    # (|dF| is a change over time, with no place in one frame), so the heat uses that half.
-    return w[:len(w) // 2] if ckpt.head_input == FEATURE_ABSDIFF else w
+    # The heads read [F, M] for head_input "feature+motion"; only the F half maps back onto F_A's channels
+    # (M is a change over time, with no place in one frame), so the heat uses that half.
+    return w[:len(w) // 2] if ckpt.head_input == FEATURE_MOTION else w
 
 
 # ---- maps --------------------------------------------------------------------------------------------------------

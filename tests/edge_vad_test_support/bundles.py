@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_vad.bundle import MANIFEST_NAME, default_bundle_dir
-from edge_vad.head_input import FEATURE_ABSDIFF
+from edge_vad.head_input import FEATURE_MOTION
 
 TEST_BUNDLE_DIR = "edge_vad_runtime_test_bundle"  # under the session's basetemp: exported once per session
 HIDDEN, TEXT_DIM = 32, 32  # fine head width of the test checkpoint (small: fast export)
@@ -44,7 +44,7 @@ def _write_checkpoint(folder: Path) -> None:
     # The heads read [F, |dF|] (256 wide) as the default models do, so export and runtime are tested on that path.
     tcfg, scfg = {"in_dim": 256, "dim": 32}, {"in_dim": 256, "hidden": 16}
     save_atomic(coarse_state(AdjustMobileNet(), AFEDTeacher(**tcfg), tcfg, QACMStudent(**scfg), scfg, temperature=2.5,
-                             extra={"head_input": FEATURE_ABSDIFF}), folder / "coarse.pt")
+                             extra={"head_input": FEATURE_MOTION}), folder / "coarse.pt")
     torch.manual_seed(1)
     descriptions = ["a photo of a suit", "a photo of a jersey", ""]
     stage = FineStage(XD_VIOLENCE_CLASSES, TableOnlyTextEncoder(TEXT_DIM, TEXT_DIM, 77), descriptions,

@@ -20,7 +20,7 @@ from edge_vad.backends.base import TensorSpec, quantize
 from edge_vad.bundle import Preprocessing
 from edge_vad.config import Config, EventsConfig, FineConfig, GateConfig
 from edge_vad.constants import LITE0_MEAN, LITE0_STD
-from edge_vad.head_input import FEATURE_ABSDIFF, head_inputs
+from edge_vad.head_input import FEATURE_MOTION, head_inputs
 from edge_vad.runtime.events import Event, FineSummary
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineWorker
 from edge_vad.runtime.metrics import Metrics
@@ -313,7 +313,7 @@ def test_coarse_scores_equal_the_pytorch_student(exported, shared_data: Path) ->
     finally:
         models.close()
     loaded = load_coarse(ckpt)
-    assert loaded.head_input == FEATURE_ABSDIFF
+    assert loaded.head_input == FEATURE_MOTION
     with torch.no_grad():
         x = torch.from_numpy(head_inputs(np.stack(feats), loaded.head_input)[None])
         ref = torch.sigmoid(loaded.student(x)).numpy()[0]
