@@ -18,12 +18,6 @@ class ConfigError(EdgeVadError):
     """An invalid config file: the message names the file, the key path and the bad value."""
 
 
-class NotBuiltYet(EdgeVadError):
-    """A command whose implementation has not landed yet (exit code 2, nothing pretends)."""
-
-    exit_code = 2
-
-
 class MissingDependency(EdgeVadError):
     """An optional library is not installed; the message names the package or extra."""
 

@@ -11,7 +11,6 @@ from typing import List, Optional
 import typer
 
 from edge_vad import __version__
-from edge_vad.errors import NotBuiltYet
 
 app = typer.Typer(
     help="edge-vad: explainable two-stage video anomaly detection (TCVADS) for Jetson and Coral.",
@@ -41,10 +40,6 @@ class _CurrentStderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
         pass
-
-
-def _not_built(what: str, issue: int) -> None:
-    raise NotBuiltYet(f"`edge-vad {what}` is not built yet (tracked in issue {issue}); nothing was run")
 
 
 def _version(value: bool) -> None:
@@ -113,10 +108,20 @@ def run(
 @app.command()
 def bench(
     target: str = typer.Option("host", "--target", help="Target profile: jetson-nano, jetson-orin-nano, coral-usb, coral-devboard, host."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON (Markdown and PNGs go beside it; default benchmarks/results/)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped bundle)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Benchmark video, labels beside it as <stem>.json (default benchmarks/data/sample-stream.mp4)."),
+    iterations: int = typer.Option(200, "--iterations", help="Timed calls per stage after warm-up (at least 200)."),
+    warmup: int = typer.Option(20, "--warmup", min=0, help="Untimed calls per stage before timing."),
+    soak: float = typer.Option(0.0, "--soak", min=0.0, help="Also loop the video for this many MINUTES of video and report RSS at start and end (e.g. 10)."),
+    assert_reference: bool = typer.Option(False, "--assert", help="Compare with benchmarks/reference/<target>.json; exit 1 outside +-30 %."),
+    skip_rwkv: bool = typer.Option(False, "--skip-rwkv", help="Skip the RWKV-vs-Transformer sweep (PyTorch)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for the PyTorch sections only."),
 ) -> None:
-    """Budgets, per-stage latency and the cascade against always-on, for a target board."""
-    _not_built("bench", 6)
+    """Budgets, per-stage latency, end to end and the cascade against always-on, for a target board."""
+    from edge_vad.cli.bench_cmd import bench_command
+
+    bench_command(target, json_out, bundle, source, iterations, warmup, soak, assert_reference, skip_rwkv, device)
 
 
 @app.command()

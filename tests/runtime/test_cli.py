@@ -38,10 +38,3 @@ def test_validate_config_missing_file_is_one_line(tmp_path):
     proc = cli("validate-config", str(tmp_path / "missing.toml"))
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "not found" in proc.stderr and "Traceback" not in proc.stderr
-
-
-@pytest.mark.parametrize("command", [["bench"]])
-def test_unbuilt_commands_say_so_and_exit_2(command):
-    proc = cli(*command)
-    assert proc.returncode == 2
-    assert "not built yet" in proc.stderr and proc.stderr.count("\n") == 1

@@ -1,0 +1,95 @@
+"""End to end on the benchmark stream, and the soak: the runtime in a child process (see edge_vad.bench.child).
+
+end_to_end: fps of the whole cascade as deployed (fine stage in its worker thread, events, clips and snapshots
+written), the decode-only fps of the same video (the floor: no runtime can be faster than its decoder), gate
+duty cycle, dropped frames (fine snippets dropped by the full queue + frames a live source replaced + frames
+a damaged file never delivered), and the run's peak RSS (the child's VmHWM, see edge_vad.bench.subproc).
+
+soak: the same run on the video played in a loop for `minutes` of MEDIA time (frames = minutes x 60 x fps),
+with VmRSS sampled along the way; RSS at the start is the sample at the end of the first pass over the video
+(every code path has run once, the allocator is warm), RSS at the end is the last sample.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from edge_vad.bench.stream import decode_fps
+from edge_vad.bench.subproc import run_child
+
+MIN_TIMEOUT_S = 120.0
+SLOWEST_FPS = 1.0  # a child slower than one frame per second is considered hung
+SOAK_RSS_SAMPLES = 40  # VmRSS samples over a soak
+
+
+def _child_args(source: Path, bundle: Optional[Path], backend: Optional[str]) -> List[str]:
+    args = ["--source", str(source)]
+    if bundle is not None:
+        args += ["--bundle", str(bundle)]
+    if backend:
+        args += ["--backend", backend]
+    return args
+
+
+def _timeout(frames: int) -> float:
+    return MIN_TIMEOUT_S + frames / SLOWEST_FPS
+
+
+def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = None) -> Dict[str, Any]:
+    decode = decode_fps(source)
+    with tempfile.TemporaryDirectory(prefix="edge-vad-bench-events-") as events:
+        run = run_child(_child_args(source, bundle, backend) + ["--events-dir", events, "--rss-every", "50"],
+                        _timeout(decode["frames"]), "end-to-end")
+    r = run.result
+    fps = r.get("fps")
+    dropped = {"fine_queue_full": r["fine_dropped_frames"], "source_replaced": r["source_dropped"],
+               "never_decoded": r["frames_missing"]}
+    return {
+        "fps": fps,
+        "fps_cpu": r.get("fps_cpu"),
+        "decode_fps": decode["fps"],
+        "fps_vs_decode": round(fps / decode["fps"], 4) if fps and decode["fps"] else None,
+        "gate_duty": r["gate_duty"],
+        "dropped": int(sum(dropped.values())),
+        "dropped_detail": dropped,
+        "peak_rss_mb": run.peak_rss_mb,
+        "peak_rss_source": run.peak_rss_source,
+        "frames": r["frames_read"],
+        "seconds": r["seconds"],
+        "load_s": r["load_s"],
+        "events": r["events"],
+        "fine_frames": r["fine_frames"],
+        "decode": decode,
+        "backends": r["backends"],
+        "threads": r.get("threads"),
+        "how": ("child process running the runtime as `edge-vad run` assembles it (default config, so the "
+                "runtime's default intra-op threads; HTTP off; "
+                "fine worker thread; events, clips, snapshots to a temp folder); fps = frames read / pipeline "
+                "seconds (model loading excluded, in load_s); peak RSS of the child process alone"),
+    }
+
+
+def soak(source: Path, bundle: Optional[Path], minutes: float, media_fps: Optional[float], video_frames: int,
+         backend: Optional[str] = None) -> Dict[str, Any]:
+    fps = media_fps or 25.0
+    frames = max(1, math.ceil(minutes * 60.0 * fps))
+    every = max(1, frames // SOAK_RSS_SAMPLES)
+    with tempfile.TemporaryDirectory(prefix="edge-vad-bench-soak-") as events:
+        run = run_child(_child_args(source, bundle, backend) + ["--loop", "--max-frames", str(frames), "--rss-every",
+                                                                 str(every), "--events-dir", events],
+                        _timeout(frames), "soak")
+    samples = [s for s in run.result.get("rss_samples", []) if s[1] is not None]
+    warm = [s for s in samples if s[0] >= video_frames] or samples
+    start = warm[0] if warm else None
+    end = samples[-1] if samples else None
+    return {
+        "minutes_of_video": minutes, "frames": run.result.get("frames_read"), "wall_s": run.wall_s,
+        "rss_start_mb": start[1] if start else None, "rss_start_at_frame": start[0] if start else None,
+        "rss_end_mb": end[1] if end else None,
+        "rss_growth_mb": round(end[1] - start[1], 2) if start and end else None,
+        "peak_rss_mb": run.peak_rss_mb, "samples": samples,
+        "how": "the end-to-end run on the video looped; start = first VmRSS sample after one pass over the video",
+    }

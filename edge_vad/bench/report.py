@@ -1,0 +1,276 @@
+"""Bench outputs: the terminal table, JSON, Markdown and PNGs (latency bars; the RWKV-vs-Transformer plot).
+
+    first_line(target, detection)          -> the line bench prints before measuring anything
+    text_report(result)                    -> the terminal table (plain text)
+    write_outputs(result, json_path, dir)  -> {"json": ..., "markdown": ..., "latency_png": ..., "rwkv_png": ...}
+
+Files: <stem>.json (when asked), <stem>.md, <stem>.latency.png and, with RWKV rows, <stem>.rwkv.png, next to
+--json, else under benchmarks/results/ with stem bench-<target>. Written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from edge_vad.bench.profiles import Detection
+
+RESULTS_DIR = Path("benchmarks") / "results"
+PNG_DPI = 110
+
+
+def first_line(target: str, detection: Detection) -> str:
+    if detection.on_target:
+        return f"edge-vad bench: this machine IS the target {target} ({detection.reason})"
+    return (f"edge-vad bench: this machine is NOT a {target} ({detection.reason}); static budgets are checked "
+            f"against {target}, latency is measured on this machine's best local backend and labelled so")
+
+
+def _fmt_num(x: Any, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "parameters":
+        return f"{x / 1e6:.2f} M"
+    if unit == "FLOPs":
+        return f"{x / 1e9:.3f} G"
+    if unit == "bytes":
+        return f"{x / 2**20:.2f} MB"
+    if unit == "fraction of ops":
+        return f"{x:.0%}"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _verdict(passed: Optional[bool]) -> str:
+    return "n/a" if passed is None else ("PASS" if passed else "FAIL")
+
+
+def _ms(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def budget_lines(budgets: Dict[str, Any]) -> List[str]:
+    lines = []
+    for name, c in budgets.items():
+        lines.append(f"  {name:<34} {_fmt_num(c['value'], c['unit']):>10} {c['compare']} "
+                     f"{_fmt_num(c['limit'], c['unit']):<10} {_verdict(c['pass']):<5}"
+                     + (f" ({c['note']})" if c.get("note") else ""))
+    return lines
+
+
+def text_report(r: Dict[str, Any]) -> str:
+    out = [f"host: {r['host_summary']}", f"target: {r['target']} (on target: {'yes' if r['on_target'] else 'no'})", ""]
+    out.append("static budgets (counting rule in the JSON, key static.counting_rule):")
+    out += budget_lines(r["budgets"]) or ["  (the target has no budgets)"]
+    lat = r["latency"]
+    out += ["", f"per-stage latency on {lat['backend']} ({lat['label']}), {lat['threads']} thread(s), "
+                f"{lat['iterations']} iterations after {lat['warmup']} warm-up:",
+            f"  {'stage':<16} {'cold ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  backend"]
+    for name, s in r["stages"].items():
+        if s["runs"]:
+            out.append(f"  {name:<16} {_ms(s['cold_ms']):>9} {_ms(s['p50_ms']):>9} {_ms(s['p95_ms']):>9} "
+                       f"{_ms(s['p99_ms']):>9}  {s['backend']}")
+        else:
+            out.append(f"  {name:<16} not run: {s.get('note', '')}")
+    c = r["coarse_frame_to_score"]
+    out.append(f"  coarse stage, decoded {c['frame_size']} frame -> score: p50 {_ms(c['p50_ms'])} ms = {c['fps']} fps")
+    e = r["end_to_end"]
+    if e.get("skipped"):
+        out += ["", f"end to end: skipped ({e['skipped']})"]
+    else:
+        out += ["", f"end to end ({e['frames']} frames, {e.get('threads')} runtime threads): {e['fps']} fps; "
+                    f"decode only {e['decode_fps']} fps "
+                    f"(ratio {e['fps_vs_decode']}); gate duty {e['gate_duty']}; dropped {e['dropped']}; "
+                    f"peak RSS {e['peak_rss_mb']} MB"]
+        soak = e.get("soak")
+        if soak and not soak.get("skipped"):
+            out.append(f"  soak {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} -> "
+                       f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)")
+    cv = r["cascade_vs_always_on"]
+    if cv.get("skipped"):
+        out += ["", f"cascade vs always-on: skipped ({cv['skipped']})"]
+    else:
+        st = cv["stream"]
+        out += ["", f"cascade vs always-on ({st.get('frames')} frames, {st.get('anomalous_fraction')} anomalous): "
+                    f"speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); frame AUC "
+                    f"cascade {cv['auc_cascade']}, always-on "
+                    f"{cv['auc_always_on']} (coarse score alone {cv['auc_coarse_only']})"]
+        proj = cv.get("projected_clip_vit_b16")
+        if proj:
+            out.append(f"  projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})")
+    rv = r["rwkv_vs_transformer"]
+    out.append("")
+    if rv.get("skipped"):
+        out.append(f"RWKV vs Transformer: skipped ({rv['skipped']})")
+    else:
+        out.append(f"RWKV vs Transformer ({rv.get('device')}): {rv.get('speedup_at_max_length')}x faster at "
+                   f"{rv.get('max_length')} steps; RWKV time linear in length R^2 {rv.get('rwkv_time_linearity_r2')}")
+        out.append(f"  {'length':>7} {'rwkv ms':>9} {'transf. ms':>11} {'rwkv GF':>9} {'transf. GF':>11}")
+        for row in rv["rows"]:
+            out.append(f"  {row['length']:>7} {row['rwkv_ms']:>9.3f} {row['transformer_ms']:>11.3f} "
+                       f"{row['rwkv_gflops']:>9.4f} {row['transformer_gflops']:>11.4f}")
+    ft = r.get("fine_torch_latency", {})
+    if ft and not ft.get("skipped"):
+        where = ft.get("gpu") or ft["device"]
+        out.append(f"fine stage in PyTorch on {where} (random weights): encoder p50 {_ms(ft['fine_encoder']['p50_ms'])}"
+                   f" ms, head p50 {_ms(ft['fine_head']['p50_ms'])} ms")
+    elif ft:
+        out.append(f"fine stage in PyTorch: skipped ({ft['skipped']})")
+    return "\n".join(out)
+
+
+def markdown_report(r: Dict[str, Any]) -> str:
+    lines = [f"# edge-vad bench: {r['target']}", "", f"- {r['first_line']}", f"- host: {r['host_summary']}",
+             f"- run: `{r['run']['command']}` at {r['run']['started_at']} ({r['run']['duration_s']} s)", "",
+             "## Static budgets", "", f"Counting rule: {r['static']['counting_rule']}", "",
+             "| check | value | limit | verdict | note |", "|---|---|---|---|---|"]
+    for name, c in r["budgets"].items():
+        lines.append(f"| {name} | {_fmt_num(c['value'], c['unit'])} | {c['compare']} {_fmt_num(c['limit'], c['unit'])} "
+                     f"| {_verdict(c['pass'])} | {c.get('note', '')} |")
+    lat = r["latency"]
+    lines += ["", "## Per-stage latency", "",
+              f"{lat['backend']} ({lat['label']}); {lat['threads']} thread(s); {lat['iterations']} iterations after "
+              f"{lat['warmup']} warm-up. Cold = load + first inference.", "",
+              "| stage | backend | cold ms | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    for name, s in r["stages"].items():
+        if s["runs"]:
+            lines.append(f"| {name} | {s['backend']} | {_ms(s['cold_ms'])} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} | "
+                         f"{_ms(s['p99_ms'])} |")
+        else:
+            lines.append(f"| {name} | not run | - | - | - | - |")
+    c = r["coarse_frame_to_score"]
+    lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
+    e = r["end_to_end"]
+    lines += ["", "## End to end", ""]
+    if e.get("skipped"):
+        lines.append(f"Skipped: {e['skipped']}")
+    else:
+        lines += ["| fps | decode-only fps | ratio | gate duty | dropped | peak RSS MB |", "|---|---|---|---|---|---|",
+                  f"| {e['fps']} | {e['decode_fps']} | {e['fps_vs_decode']} | {e['gate_duty']} | {e['dropped']} | "
+                  f"{e['peak_rss_mb']} |", "", e["how"]]
+        soak = e.get("soak")
+        if soak and not soak.get("skipped"):
+            lines += ["", f"Soak, {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} MB -> "
+                          f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)."]
+    cv = r["cascade_vs_always_on"]
+    lines += ["", "## Cascade vs always-on", ""]
+    if cv.get("skipped"):
+        lines.append(f"Skipped: {cv['skipped']}")
+    else:
+        lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
+                  f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
+                  f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
+                  f"| always-on | {cv['always_on']['fps']} | {cv['always_on'].get('fps_cpu')} | "
+                  f"{cv['always_on']['fine_fraction']} | {cv['auc_always_on']} |",
+                  "", f"Speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); coarse score "
+                      f"alone AUC {cv['auc_coarse_only']}. "
+                      f"Stream: {json.dumps(cv['stream'])}", "", f"Scores: {cv['score_definition']}"]
+        proj = cv.get("projected_clip_vit_b16")
+        if proj:
+            lines += ["", f"Projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})."]
+    rv = r["rwkv_vs_transformer"]
+    lines += ["", "## Enhanced RWKV vs Transformer (Fig. 4 analog)", ""]
+    if rv.get("skipped"):
+        lines.append(f"Skipped: {rv['skipped']}")
+    else:
+        lines += ["| length | RWKV ms | Transformer ms | RWKV GFLOPs | Transformer GFLOPs |", "|---|---|---|---|---|"]
+        lines += [f"| {x['length']} | {x['rwkv_ms']:.3f} | {x['transformer_ms']:.3f} | {x['rwkv_gflops']:.4f} | "
+                  f"{x['transformer_gflops']:.4f} |" for x in rv["rows"]]
+        lines += ["", f"{rv.get('speedup_at_max_length')}x faster at {rv.get('max_length')} steps on {rv.get('device')}; "
+                      f"RWKV time vs length R^2 {rv.get('rwkv_time_linearity_r2')}."]
+    ft = r.get("fine_torch_latency", {})
+    if ft and not ft.get("skipped"):
+        lines += ["", "## Fine stage in PyTorch", "", f"{ft.get('gpu') or ft['device']}: encoder p50 "
+                  f"{_ms(ft['fine_encoder']['p50_ms'])} ms, head p50 {_ms(ft['fine_head']['p50_ms'])} ms. {ft.get('note', '')}"]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def latency_png(r: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, s in r["stages"].items() if s["runs"]]
+    p50 = [r["stages"][n]["p50_ms"] for n in names]
+    p95 = [r["stages"][n]["p95_ms"] for n in names]
+    p99 = [r["stages"][n]["p99_ms"] for n in names]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    x = range(len(names))
+    ax.bar([i - 0.27 for i in x], p50, 0.27, label="p50")
+    ax.bar(list(x), p95, 0.27, label="p95")
+    ax.bar([i + 0.27 for i in x], p99, 0.27, label="p99")
+    ax.set_xticks(list(x), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per call (log)")
+    lat = r["latency"]
+    ax.set_title(f"{r['target']}: per-stage latency on {lat['backend']} ({'on target' if r['on_target'] else 'this machine'})",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+
+
+def rwkv_png(r: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = r["rwkv_vs_transformer"]["rows"]
+    xs = [row["length"] for row in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a1.plot(xs, [row["rwkv_ms"] for row in rows], "o-", color="C0", label="enhanced RWKV (whole sequence)")
+    if all("rwkv_recurrent_ms" in row for row in rows):
+        a1.plot(xs, [row["rwkv_recurrent_ms"] for row in rows], "x--", color="C1", label="enhanced RWKV, frame by frame")
+    a1.plot(xs, [row["transformer_ms"] for row in rows], "s-", color="C2", label="Transformer encoder")
+    a1.set_xlabel("sequence length N")
+    a1.set_ylabel("ms per sequence")
+    a1.legend(fontsize=8)
+    a2.plot(xs, [row["rwkv_gflops"] for row in rows], "o-", color="C0", label="enhanced RWKV")
+    a2.plot(xs, [row["transformer_gflops"] for row in rows], "s-", color="C2", label="Transformer encoder")
+    a2.set_xlabel("sequence length N")
+    a2.set_ylabel("GFLOPs per sequence")
+    fig.suptitle(f"Fig. 4 analog ({r['rwkv_vs_transformer'].get('device')})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+
+
+def output_paths(target: str, json_path: Optional[Path], results_dir: Optional[Path] = None) -> Dict[str, Path]:
+    if json_path is not None:
+        base, stem = json_path.parent, json_path.stem
+    else:
+        base, stem = (results_dir or Path.cwd() / RESULTS_DIR), f"bench-{target}"
+    paths = {"markdown": base / f"{stem}.md", "latency_png": base / f"{stem}.latency.png",
+             "rwkv_png": base / f"{stem}.rwkv.png"}
+    if json_path is not None:
+        paths["json"] = json_path
+    return paths
+
+
+def write_outputs(r: Dict[str, Any], json_path: Optional[Path], results_dir: Optional[Path] = None) -> Dict[str, str]:
+    """Write the Markdown, the PNGs and (if asked) the JSON; returns what was written. r['files'] is set first."""
+    paths = output_paths(r["target"], json_path, results_dir)
+    if not r["rwkv_vs_transformer"].get("rows"):
+        paths.pop("rwkv_png")
+    r["files"] = {k: str(v) for k, v in paths.items()}
+    _atomic_write(paths["markdown"], markdown_report(r).encode())
+    if any(s["runs"] for s in r["stages"].values()):
+        latency_png(r, paths["latency_png"])
+    if "rwkv_png" in paths:
+        rwkv_png(r, paths["rwkv_png"])
+    if "json" in paths:
+        _atomic_write(paths["json"], (json.dumps(r, indent=2, sort_keys=False) + "\n").encode())
+    return r["files"]

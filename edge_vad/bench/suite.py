@@ -1,0 +1,167 @@
+"""`edge-vad bench`: every section in order, one result dict (the JSON), then the files and the --assert verdict.
+
+    result = run_bench(BenchOptions(target="jetson-nano", json_path=Path("out.json")), say=print)
+
+Order: bad input first (target, --assert reference, bundle, source: one line, exit code 2), then the first line
+(on the target or not), static budgets, per-stage latency, end to end (+ soak), cascade vs always-on, the
+PyTorch sections, the files. Each measured section records how it was measured next to its figures.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from edge_vad.bench import assert_ref, cascade, end_to_end, latency, report, stream, torch_sections
+from edge_vad.bench.hostinfo import describe_host, describe_short
+from edge_vad.bench.profiles import detect, load_profile
+from edge_vad.bench.static_budgets import COUNTING_RULE, check, model_sizes, recount, static_budgets
+from edge_vad.bundle import resolve_bundle_dir, verify_bundle
+from edge_vad.errors import EdgeVadError
+
+log = logging.getLogger("edge_vad.bench")
+
+SCHEMA = "edge-vad-bench/1"
+MIN_ITERATIONS = 200  # issue 6: steady state over at least 200 iterations
+LATENCY_FRAMES = 16  # distinct real frames cycled through by the latency loops
+DEVICES = ("cpu", "cuda")
+BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    target: str = "host"
+    json_path: Optional[Path] = None
+    bundle: Optional[Path] = None
+    source: Optional[Path] = None
+    iterations: int = MIN_ITERATIONS
+    warmup: int = 20
+    soak_minutes: float = 0.0
+    assert_reference: bool = False
+    skip_rwkv: bool = False
+    device: str = "cpu"
+    results_dir: Optional[Path] = None  # where files go without --json (default ./benchmarks/results)
+    root: Path = Path("/")  # file-system root for target detection (tests use a fake one)
+    command: str = "edge-vad bench"
+    reference_dirs: Optional[tuple] = None  # where --assert looks (default: assert_ref.reference_dirs())
+
+
+def _bad(message: str) -> EdgeVadError:
+    return EdgeVadError(message, exit_code=BAD_INPUT)
+
+
+def _inputs(opts: BenchOptions):
+    """Check everything the user passed before measuring anything; bad input is one line, exit code 2."""
+    if opts.device not in DEVICES:
+        raise _bad(f"--device {opts.device!r} is not one of {', '.join(DEVICES)} (it applies to the PyTorch sections)")
+    if opts.iterations < 1 or opts.warmup < 0 or opts.soak_minutes < 0:
+        raise _bad("--iterations must be >= 1, --warmup and --soak >= 0")
+    profile = load_profile(opts.target)
+    detection = detect(profile, opts.root)
+    reference = None
+    if opts.assert_reference:
+        path = assert_ref.find_reference(opts.target, opts.reference_dirs)
+        if not detection.on_target:
+            raise _bad(f"--assert compares with figures measured on a {opts.target}, and this machine is not one "
+                       f"({detection.reason}); drop --assert or run bench on the board")
+        reference = (path, assert_ref.load_reference(path))
+    try:
+        bundle_dir = resolve_bundle_dir(opts.bundle)
+        manifest = verify_bundle(bundle_dir).manifest
+    except EdgeVadError as exc:
+        raise _bad(str(exc)) from None
+    source = Path(opts.source) if opts.source is not None else stream.default_source()
+    if not source.is_file():
+        raise _bad(f"--source {source}: no such video file; pass a video (labels, if any, beside it as <stem>.json)")
+    labels = stream.read_labels(source)
+    return profile, detection, reference, bundle_dir, manifest, source, labels
+
+
+def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
+              progress: Callable[[str], Any] = lambda m: log.info("%s", m)) -> Dict[str, Any]:
+    """Run every section; returns the result (also written to the files). Raises EdgeVadError for bad input
+    (exit 2) and for --assert failures (exit 1, one line per figure)."""
+    started = time.perf_counter()
+    profile, detection, reference, bundle_dir, manifest, source, labels = _inputs(opts)
+    first = report.first_line(opts.target, detection)
+    say(first)
+    host = describe_host(opts.root)
+    r: Dict[str, Any] = {
+        "schema": SCHEMA, "target": opts.target, "on_target": detection.on_target, "first_line": first,
+        "detection": {"on_target": detection.on_target, "reason": detection.reason},
+        "host": host, "host_summary": describe_short(host),
+        "run": {"command": opts.command, "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "bundle": str(bundle_dir), "bundle_created_at": manifest.created_at, "source": str(source),
+                "labels": str(labels.path) if labels else None, "iterations": opts.iterations, "warmup": opts.warmup,
+                "soak_minutes": opts.soak_minutes, "device": opts.device, "skip_rwkv": opts.skip_rwkv},
+        "profile": {"description": profile.description, "preferred_backends": profile.preferred_backends,
+                    "budget_source": profile.budgets.source, "reference": profile.reference.model_dump()},
+    }
+
+    progress("static budgets")
+    fine_ref = torch_sections.fine_reference_budget()
+    r["budgets"] = static_budgets(manifest, profile, None if fine_ref.get("skipped") else fine_ref)
+    r["static"] = {"counting_rule": COUNTING_RULE, "recount": recount(bundle_dir, manifest),
+                   "model_sizes": model_sizes(manifest), "fine_reference": fine_ref}
+
+    backend, why = latency.choose_backend(manifest, profile)
+    progress(f"per-stage latency on {backend} ({opts.iterations} iterations)")
+    frames = stream.read_frames(source, LATENCY_FRAMES)
+    lat = latency.measure_stages(bundle_dir, manifest, backend, frames, opts.iterations, opts.warmup)
+    r["latency"] = {"backend": backend, "label": why if detection.on_target else f"measured on this machine, not on "
+                    f"a {opts.target}: {why}", "threads": lat["threads"], "iterations": opts.iterations,
+                    "warmup": opts.warmup, "frames": f"{len(frames)} real frames of {source.name}, cycled"}
+    r["stages"] = lat["stages"]
+    r["coarse_frame_to_score"] = lat["coarse_frame_to_score"]
+
+    progress("end to end on the stream (child process)")
+    e2e = end_to_end.end_to_end(source, opts.bundle, backend)
+    if opts.soak_minutes > 0:
+        progress(f"soak: {opts.soak_minutes} min of video in a loop")
+        fps = e2e["decode"].get("media_fps") or (labels.fps if labels else None)
+        e2e["soak"] = end_to_end.soak(source, opts.bundle, opts.soak_minutes, fps, e2e["decode"]["frames"], backend)
+    else:
+        e2e["soak"] = {"skipped": "--soak not given (pass --soak MINUTES of video, e.g. 10)"}
+    r["end_to_end"] = e2e
+    if profile.budgets.max_peak_rss_mb is not None:
+        r["budgets"]["peak_rss_mb"] = check(profile.budgets.max_peak_rss_mb, e2e["peak_rss_mb"], "MB",
+                                            "peak RSS of the runtime on the stream",
+                                            note="" if detection.on_target else "measured on this machine")
+
+    progress("cascade vs always-on (two child processes)")
+    cv = cascade.cascade_vs_always_on(source, labels, opts.bundle, backend, e2e["frames"])
+
+    progress("PyTorch sections")
+    ft = torch_sections.fine_torch_latency(opts.device, opts.iterations, opts.warmup)
+    r["fine_torch_latency"] = ft
+    if not ft.get("skipped") and cv["cascade"].get("fine_fraction") is not None:
+        fine_ms = ft["fine_encoder"]["p50_ms"] + ft["fine_head"]["p50_ms"]
+        coarse_ms = r["coarse_frame_to_score"]["p50_ms"]
+        frac = cv["cascade"]["fine_fraction"]
+        cv["projected_clip_vit_b16"] = {
+            "speedup": round(cascade.projected_speedup(coarse_ms, fine_ms, frac), 3),
+            "how": (f"modelled, not run: (coarse {coarse_ms:.2f} ms + fine {fine_ms:.2f} ms) / (coarse + "
+                    f"{frac:.3f} x fine); fine = CLIP ViT-B/16 tower + head in PyTorch on {ft.get('gpu') or ft['device']} "
+                    f"(random weights), coarse = measured coarse stage, fine share = the cascade run's")}
+    r["cascade_vs_always_on"] = cv
+    r["rwkv_vs_transformer"] = torch_sections.rwkv_vs_transformer(opts.device, opts.skip_rwkv)
+    r["run"]["duration_s"] = round(time.perf_counter() - started, 1)
+
+    failures = None
+    if reference is not None:
+        path, ref = reference
+        failures = assert_ref.compare(r, ref)
+        r["assert"] = {"reference": str(path), "tolerance": ref.get("tolerance", assert_ref.TOLERANCE),
+                       "failures": failures, "pass": not failures}
+    report.write_outputs(r, opts.json_path, opts.results_dir)
+    say(report.text_report(r))
+    say("files: " + ", ".join(r["files"].values()))
+    if failures:
+        raise EdgeVadError("--assert: outside tolerance of " + str(reference[0]) + ":\n" + "\n".join(failures))
+    if reference is not None:
+        say(f"--assert: every figure within +-{r['assert']['tolerance']:.0%} of {reference[0]}")
+    return r
