@@ -136,13 +136,16 @@ def pointing_game(frames_dirs: Sequence[Path], masks_npz: Path, checkpoint: Unio
     Returns the report (see `write_pointing`): top-level `hit_rate` is the student's (the deployed head)."""
     if tolerance < 0 or stride < 1:
         raise EdgeVadError(f"need tolerance >= 0 and stride >= 1, got {tolerance}, {stride}")
-    explainer = explainer or CoarseExplainer(checkpoint)
-    total, per_video = PointingTally(), {}
-    for folder in frames_dirs:
-        folder = Path(folder)
+    # Every folder and its masks are checked before any model runs: a bad last argument fails in a second.
+    masks = {}
+    for folder in map(Path, frames_dirs):
         if not folder.is_dir():
             raise EdgeVadError(f"frames folder not found: {folder}; pass e.g. ../shared/data/ucsd-ped2/testing/frames/01")
-        tally = pointing_video(explainer, folder, load_masks(masks_npz, folder.name), tolerance, stride)
+        masks[folder] = load_masks(masks_npz, folder.name)
+    explainer = explainer or CoarseExplainer(checkpoint)
+    total, per_video = PointingTally(), {}
+    for folder, video_masks in masks.items():
+        tally = pointing_video(explainer, folder, video_masks, tolerance, stride)
         per_video[folder.name] = tally.as_dict()
         total.merge(tally)
         log.info("pointing %s: %d frames, %s", folder.name, tally.n_frames,

@@ -194,6 +194,19 @@ def test_load_masks_unpacks_the_ped2_format(tmp_path):
         P.load_masks(tmp_path / "m.npz", "02")
 
 
+def test_pointing_checks_every_folder_before_any_model_runs(tmp_path, monkeypatch):
+    (tmp_path / "01").mkdir()
+    (tmp_path / "06").mkdir()
+    np.savez(tmp_path / "m.npz", **{"01": np.packbits(np.zeros((2, 4, 16), bool), axis=-1)})
+
+    def no_model(*_a, **_k):
+        raise AssertionError("the explainer was built before the arguments were checked")
+
+    monkeypatch.setattr(P, "CoarseExplainer", no_model)
+    with pytest.raises(EdgeVadError, match="no masks for video '06'"):
+        P.pointing_game([tmp_path / "01", tmp_path / "06"], tmp_path / "m.npz")
+
+
 def test_pointing_on_a_real_ped2_video(shared_data, explainer, tmp_path):
     ped2 = shared_data / "ucsd-ped2"
     report = P.pointing_game([ped2 / "testing" / "frames" / "04"], ped2 / "test_pixel_masks.npz", stride=6,
