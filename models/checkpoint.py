@@ -3,9 +3,10 @@
 A checkpoint folder holds:
 - `coarse.pt`: the Adjust MobileNet branch (the trunk comes from its pretrained package,
   identified by sha256), the AFED teacher and the distilled QACM student, with their configs,
-  the chosen distillation temperature and `"head_input"` (what the heads read per frame, see
-  edge_vad.head_input; "feature" where the key is absent) and, from `edge-vad train default`, `"gate"`
-  (thresholds that fit the student, models/training/gate_calibration.py; the exporter puts them in the bundle). A checkpoint trained on precomputed features
+  the chosen distillation temperature, `"head_input"` (what the heads read per frame, see
+  edge_vad.head_input; "feature" where the key is absent) and, from `edge-vad train default`,
+  `"gate"` (thresholds fitted to the student, models/training/gate_calibration.py; the exporter
+  puts them in the bundle). A checkpoint trained on precomputed features
   (`edge-vad train coarse --list`) has `"feature_source": "list"`, no backbone or branch
   (`"backbone": None`, `"branch": None`) and the feature width as `"feature_dim"`; files
   without the key are backbone checkpoints (`"feature_source": "backbone"`);
@@ -25,8 +26,8 @@ from typing import Any, Optional
 import torch
 
 from edge_vad.errors import EdgeVadError
-from edge_vad.head_input import FEATURE, HEAD_INPUTS
 from edge_vad.fileio import atomic_target
+from edge_vad.head_input import FEATURE, HEAD_INPUTS
 from edge_vad_models.backbones import AdjustMobileNet, sha256_file
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 
