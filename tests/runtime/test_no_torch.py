@@ -7,17 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    class _NoTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked: the runtime must not import it")
-            return None
-    sys.meta_path.insert(0, _NoTorch())
-    """
-)
+from edge_vad_test_support.no_torch import BLOCK_TORCH
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

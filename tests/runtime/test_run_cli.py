@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -28,17 +27,8 @@ import pytest
 
 from edge_vad.sources import open_source
 from edge_vad_test_support import bundles
+from edge_vad_test_support.no_torch import BLOCK_TORCH
 
-
-BLOCK_TORCH = textwrap.dedent("""
-    import importlib.abc, sys
-    class _NoTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked: the runtime must not import it")
-            return None
-    sys.meta_path.insert(0, _NoTorch())
-""")
 ALWAYS_OPEN = """
 [gate]
 smoothing_frames = 1
