@@ -32,30 +32,38 @@ def _write_checkpoint(folder: Path) -> None:
     """coarse.pt (real Lite0 trunk, random branch / teacher / QACM) and fine.pt (random head, random table)."""
     import torch
 
-    from edge_vad.constants import XD_VIOLENCE_CLASSES
     from edge_vad_models.backbones import AdjustMobileNet
     from edge_vad_models.checkpoint import coarse_state, save_atomic
     from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
-    from edge_vad_models.fine.fine_stage import FineStage
-    from edge_vad_models.fine.prompt import TextTable, average_embeddings
-    from edge_vad_models.training.fine import FineTrainConfig, FineTrainResult, TableOnlyTextEncoder, save_fine
 
     torch.manual_seed(0)
-    # The heads read [F, |dF|] (256 wide) as the default models do, so export and runtime are tested on that path.
+    # The heads read [F, M] (256 wide) as the default models do, so export and runtime are tested on that path.
     tcfg, scfg = {"in_dim": 256, "dim": 32}, {"in_dim": 256, "hidden": 16}
     save_atomic(coarse_state(AdjustMobileNet(), AFEDTeacher(**tcfg), tcfg, QACMStudent(**scfg), scfg, temperature=2.5,
                              extra={"head_input": FEATURE_MOTION}), folder / "coarse.pt")
     torch.manual_seed(1)
+    write_test_fine(folder, "lite0-minilm", feature_dim=1280, text_dim=TEXT_DIM)
+
+
+def write_test_fine(folder: Path, encoder: str, feature_dim: int, text_dim: int) -> None:
+    """fine.pt with a random head and text table; the SUIT ImageNet id and id 610 get their own description rows."""
+    import torch
+
+    from edge_vad.constants import XD_VIOLENCE_CLASSES
+    from edge_vad_models.fine.fine_stage import FineStage
+    from edge_vad_models.fine.prompt import TextTable, average_embeddings
+    from edge_vad_models.training.fine import FineTrainConfig, FineTrainResult, TableOnlyTextEncoder, save_fine
+
     descriptions = ["a photo of a suit", "a photo of a jersey", ""]
-    stage = FineStage(XD_VIOLENCE_CLASSES, TableOnlyTextEncoder(TEXT_DIM, TEXT_DIM, 77), descriptions,
-                      feature_dim=1280, hidden_dim=HIDDEN, n_ctx=4)
-    stage.use_text_table(torch.randn(len(XD_VIOLENCE_CLASSES), 3, TEXT_DIM))
+    stage = FineStage(XD_VIOLENCE_CLASSES, TableOnlyTextEncoder(text_dim, text_dim, 77), descriptions,
+                      feature_dim=feature_dim, hidden_dim=HIDDEN, n_ctx=4)
+    stage.use_text_table(torch.randn(len(XD_VIOLENCE_CLASSES), 3, text_dim))
     rows = [2] * 1000
     rows[SUIT], rows[610] = 0, 1
     table = TextTable(table=stage.text_table.numpy(), mean=average_embeddings(stage.text_table).numpy(),
                       class_names=stage.class_names, descriptions=tuple(descriptions))
     save_fine(FineTrainResult(model=stage.eval(), table=table, descriptions=descriptions, description_rows=rows,
-                              fallback_row=2), FineTrainConfig(encoder="lite0-minilm", hidden_dim=HIDDEN, n_ctx=4), folder)
+                              fallback_row=2), FineTrainConfig(encoder=encoder, hidden_dim=HIDDEN, n_ctx=4), folder)
 
 
 def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:

@@ -29,7 +29,8 @@ from edge_vad.runtime.preprocess import Preprocessor, normalise, resize_frame
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.stages import CoarseOutput, CoarseState, FineFrame, push_window
 from edge_vad.sources import open_source
-from edge_vad_test_support.bundles import HIDDEN, SUIT, any_bundle, exported_bundle, shipped_bundle, write_video
+from edge_vad_test_support.bundles import (HIDDEN, SUIT, any_bundle, exported_bundle, shipped_bundle, write_test_fine,
+                                           write_video)
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
@@ -427,27 +428,14 @@ def _clip_bundle(exported: Tuple[Path, Path], root: Path) -> Tuple[Path, Path]:
     import torch
 
     from edge_vad.cli.export_cmd import run_export
-    from edge_vad.constants import XD_VIOLENCE_CLASSES
     from edge_vad_models.fine.clip_vit_b16 import TINY_CLIP_CFG, build_clip
-    from edge_vad_models.fine.fine_stage import FineStage
-    from edge_vad_models.fine.prompt import TextTable, average_embeddings
-    from edge_vad_models.training.fine import FineTrainConfig, FineTrainResult, TableOnlyTextEncoder, save_fine
 
     ckpt = root / "ckpt"
     ckpt.mkdir(parents=True)
     shutil.copy(exported[1] / "coarse.pt", ckpt / "coarse.pt")
     embed = TINY_CLIP_CFG["embed_dim"]
     torch.manual_seed(3)
-    descriptions = ["a photo of a suit", "a photo of a jersey", ""]
-    stage = FineStage(XD_VIOLENCE_CLASSES, TableOnlyTextEncoder(embed, embed, 77), descriptions, feature_dim=embed,
-                      hidden_dim=HIDDEN, n_ctx=4)
-    stage.use_text_table(torch.randn(len(XD_VIOLENCE_CLASSES), 3, embed))
-    rows = [2] * 1000
-    rows[SUIT], rows[610] = 0, 1
-    table = TextTable(table=stage.text_table.numpy(), mean=average_embeddings(stage.text_table).numpy(),
-                      class_names=stage.class_names, descriptions=tuple(descriptions))
-    save_fine(FineTrainResult(model=stage.eval(), table=table, descriptions=descriptions, description_rows=rows,
-                              fallback_row=2), FineTrainConfig(encoder="clip-vit-b16", hidden_dim=HIDDEN, n_ctx=4), ckpt)
+    write_test_fine(ckpt, "clip-vit-b16", feature_dim=embed, text_dim=embed)
     torch.manual_seed(4)
     weights = root / "tiny_clip.pt"
     torch.save(build_clip(None, copy.deepcopy(TINY_CLIP_CFG)).state_dict(), weights)
