@@ -37,6 +37,7 @@ from edge_vad.runtime.stages import (
     SharedModel,
     _load_npy,
     choose_target,
+    loadable_file,
     plan_backends,
 )
 
@@ -66,7 +67,7 @@ def _backend_label(model: SharedModel) -> str:
 
 def _load_stage(models: Dict[str, SharedModel], manifest: Manifest, plan_stage: Any) -> SharedModel:
     backend = get_backend(plan_stage.backend)
-    backend.load(plan_stage.file, **dict(plan_stage.options))
+    backend.load(loadable_file(plan_stage, manifest), **dict(plan_stage.options))
     model = SharedModel(plan_stage, backend, manifest.artifacts[plan_stage.artifact],
                         lock=plan_stage.backend not in THREAD_SAFE_BACKENDS)
     models[plan_stage.stage] = model

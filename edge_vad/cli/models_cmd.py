@@ -66,6 +66,17 @@ def _bundle_info(target: str, console: Console) -> None:
     fine = f", fine: {manifest.fine.encoder} ({len(manifest.classes)} classes)" if manifest.fine else ", no fine stage"
     console.print(f"coarse: {manifest.coarse.backbone}, feature {manifest.coarse.feature_dim}-d, "
                   f"QACM window {manifest.coarse.window}{fine}; targets: {', '.join(manifest.targets)}")
+    for line in package_weight_notes(manifest):
+        console.print(escape(line))
+
+
+def package_weight_notes(manifest: Any) -> list[str]:
+    """One line per artifact whose weights stay in a pip package (its bytes column counts the graph only)."""
+    from edge_vad.bundle.package_weights import default_cache_dir
+
+    return [f"{art.file}: + {pw.bytes / 1e6:.2f} MB of ImageNet weights from pip package {pw.package} {pw.version} "
+            f"({len(pw.keys)} tensors), laid out on first load in {default_cache_dir()}"
+            for art in manifest.artifacts.values() if (pw := art.package_weights) is not None]
 
 
 def network_parameter_counts() -> list[tuple[str, int, Optional[float], str]]:
@@ -138,7 +149,7 @@ def info(target: Optional[str], console: Optional[Console] = None) -> None:
                   "`edge-vad models info BUNDLE`")
 
 
-def verify(bundle: Path, console: Optional[Console] = None) -> None:
+def verify(bundle: Path | str, console: Optional[Console] = None) -> None:
     """Re-hash every artifact of `bundle` and print the manifest summary; EdgeVadError on any mismatch."""
     from edge_vad.bundle import verify_bundle
 

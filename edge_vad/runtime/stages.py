@@ -46,6 +46,7 @@ import numpy as np
 
 from edge_vad.backends import Backend, backend_status, dequantize, get_backend
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
+from edge_vad.bundle.package_weights import materialise
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
 from edge_vad.head_input import MotionState, head_input_dim, head_input_step
@@ -301,6 +302,15 @@ def _load_npy(bundle_dir: Path, manifest: Manifest, name: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def loadable_file(stage: StagePlan, manifest: Manifest) -> Path:
+    """The file a backend loads for `stage`: the bundle's own, or, for a graph whose ImageNet weights stay in
+    their pip package (manifest package_weights), its copy with the weights laid out in the model cache."""
+    art = manifest.artifacts[stage.artifact]
+    if art.package_weights is None:
+        return stage.file
+    return materialise(stage.file, art.sha256, art.package_weights)
+
+
 def load_models(bundle_dir: Path, manifest: Manifest, plan: BackendPlan, lock: Optional[bool] = None) -> ModelSet:
     """Load every artifact of `plan` once. `lock`: None = a lock only for backends that are not thread-safe.
     Any failure closes what was loaded and raises (one line)."""
@@ -308,7 +318,7 @@ def load_models(bundle_dir: Path, manifest: Manifest, plan: BackendPlan, lock: O
     try:
         for stage in plan.stages:
             backend = get_backend(stage.backend)
-            backend.load(stage.file, **dict(stage.options))
+            backend.load(loadable_file(stage, manifest), **dict(stage.options))
             needs_lock = stage.backend not in THREAD_SAFE_BACKENDS if lock is None else lock
             loaded[stage.stage] = SharedModel(stage, backend, manifest.artifacts[stage.artifact], lock=needs_lock)
             log.info("stage %s", loaded[stage.stage].describe())
