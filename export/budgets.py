@@ -12,7 +12,9 @@ Counting rule (the same for every artifact, so the numbers compare):
   ReduceMean, ...) are IGNORED: the convention of thop / fvcore and of the papers we compare with, and they
   are a few percent of a convolutional or transformer network's arithmetic.
 - Parameters = elements of the floating-point initializers and floating-point Constant-node tensors, each
-  named tensor once. Integer and boolean tensors (shapes, axes, indices) are not parameters.
+  named tensor once. Integer and boolean tensors (shapes, axes, indices) are not parameters. A
+  BatchNormalization counts as the convolution bias it folds into: its shift B counts, its scale, mean and
+  variance do not (the backbone graph keeps BatchNormalization; every runtime folds it before running).
 - Ops with a MAC rule above whose shapes cannot be inferred are errors, never silently zero; ops that do
   arithmetic the rule does not cover (Einsum, Conv variants, recurrent ONNX ops) are listed in `uncounted_ops`.
 
@@ -122,9 +124,16 @@ def _node_macs(node: onnx.NodeProto, shapes: dict) -> int:
 
 
 def _parameters(model: onnx.ModelProto) -> int:
+    # A BatchNormalization's scale, mean and var fold into the conv before it; a tensor that is also used
+    # elsewhere (exporters share equal constants, e.g. a zero shift and a zero mean) still counts.
+    folded, used = set(), set()
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            (folded if node.op_type == "BatchNormalization" and i in (1, 3, 4) else used).add(name)
+    folded -= used
     seen: dict[str, int] = {}
     for init in model.graph.initializer:
-        if init.data_type in _FLOAT_TYPES:
+        if init.data_type in _FLOAT_TYPES and init.name not in folded:
             seen[init.name] = int(np.prod(init.dims)) if len(init.dims) else 1
     for node in model.graph.node:
         if node.op_type == "Constant":

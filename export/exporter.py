@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -68,6 +69,8 @@ FILES = {
     "qacm_int8": "qacm_int8.tflite",
     "tensorrt_calibration": "tensorrt_calibration.npy",
 }
+# the external-data file name the backbone graph refers to for its package weights (never in the bundle)
+PACKAGE_WEIGHTS_FILE = "coarse_backbone.package-weights.bin"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ class ExportPlan:
     force: bool
     fine_encoder: str
     clip_checkpoint: Optional[Path]
+    inline_weights: bool = False  # copy the backbone's package weights into the bundle (self-contained)
 
     @property
     def int8(self) -> bool:
@@ -130,7 +134,8 @@ def tflite_hook_missing() -> Optional[str]:
 
 
 def plan_export(checkpoint: str, targets: str, calib: Optional[Path], out: Optional[Path], force: bool = False,
-                fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None) -> ExportPlan:
+                fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None,
+                inline_weights: bool = False) -> ExportPlan:
     """Check every option; one EdgeVadError line for the first problem. Runs no network code."""
     from edge_vad_export.bundle_writer import check_out_dir
 
@@ -158,7 +163,8 @@ def plan_export(checkpoint: str, targets: str, calib: Optional[Path], out: Optio
             raise MissingDependency(f"the tflite-int8 target needs the export extra ({missing}); install it with: "
                                     f"{EXPORT_EXTRA_HINT}")
     return ExportPlan(str(checkpoint), names, Path(calib) if calib is not None else None, Path(out), bool(force),
-                      fine_encoder, Path(clip_checkpoint) if clip_checkpoint is not None else None)
+                      fine_encoder, Path(clip_checkpoint) if clip_checkpoint is not None else None,
+                      bool(inline_weights))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -262,6 +268,9 @@ class _Progress:
     def warn(self, text: str) -> None:
         self.console.print(f"  [yellow]note[/yellow] {text}")
 
+    def note(self, text: str) -> None:
+        self.console.print(f"  [dim]info[/dim] {text}")
+
 
 def tool_versions(extra: Sequence[str] = ()) -> dict[str, str]:
     out = {}
@@ -317,6 +326,8 @@ class _Work:
     progress: _Progress
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifact -> budgets entry
     backbone_runner: Any = None  # onnxruntime session of the fp32 backbone (int8 checks), made on first use
+    backbone_onnx: Optional[Path] = None  # the loadable fp32 backbone (with its package weights laid out)
+    scratch: Optional[Path] = None  # a temporary folder for this run (deleted at its end)
     head_input: str = "feature"  # the checkpoint's head input (edge_vad.head_input)
 
 
@@ -391,14 +402,16 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         frames_note = "synthetic frames (no --calib given)"
         progress.warn("parity runs on synthetic frames; pass --calib DIR to check on real frames")
 
-    with BundleWriter(plan.out, plan.force) as writer:
-        work = _Work(plan, writer, progress, head_input=coarse.head_input)
+    with BundleWriter(plan.out, plan.force) as writer, tempfile.TemporaryDirectory(prefix="edge-vad-export-") as scratch:
+        work = _Work(plan, writer, progress, head_input=coarse.head_input, scratch=Path(scratch))
         # -- coarse backbone --------------------------------------------------------------------------------
         progress.step("coarse backbone -> ONNX")
         graph = ox.export_coarse_backbone(backbone, writer.path(FILES["coarse_backbone"]))
+        package_weights = _package_weights(work, backbone, graph.path)
         images = [backbone.preprocess_bgr(f).numpy() for f in frames]
-        checks, ref = px.onnx_vs_torch(backbone, graph.path, [{"image": x} for x in images], what=frames_note)
-        _onnx_artifact(work, "coarse_backbone", "coarse_backbone", graph, checks)
+        # parity runs on the graph as the device loads it: package weights laid out by the runtime's own code
+        checks, ref = px.onnx_vs_torch(backbone, work.backbone_onnx, [{"image": x} for x in images], what=frames_note)
+        _onnx_artifact(work, "coarse_backbone", "coarse_backbone", graph, checks, package_weights=package_weights)
         real_features = ref["feature"][:, 0]  # [N, D] pooled F_A; the heads read head_inputs() of a stream of them
 
         # -- QACM student -----------------------------------------------------------------------------------
@@ -606,11 +619,35 @@ def _heatmap_fields(coarse: Any) -> dict[str, Any]:
             "heatmap_rule": f"relu(sum_c w_c F_A[c]), w = {head}: {WEIGHT_RULES[head]}"}
 
 
+def _package_weights(work: _Work, backbone: Any, graph: Path) -> Optional[dict[str, Any]]:
+    """Leave the backbone's pip-package weights out of the graph (unless --inline-weights); the manifest record.
+
+    Sets work.backbone_onnx to a loadable copy: the graph itself, or graph + laid-out weights in scratch."""
+    from edge_vad.bundle.manifest import PackageWeights
+    from edge_vad.bundle.package_weights import materialise
+    from edge_vad.fileio import sha256_file
+    from edge_vad_export.package_weights import externalise, find_package_file
+
+    work.backbone_onnx = graph
+    weights = getattr(backbone, "weights_path", None)
+    source = find_package_file(weights) if weights is not None and not work.plan.inline_weights else None
+    if source is None:
+        return None
+    record = externalise(graph, source, PACKAGE_WEIGHTS_FILE)
+    if record is None:
+        return None
+    assert work.scratch is not None
+    work.backbone_onnx = materialise(graph, sha256_file(graph), PackageWeights(**record), work.scratch)
+    work.progress.note(f"{graph.name}: {record['bytes'] / 1e6:.1f} MB of weights stay in pip package "
+                       f"{source.package} {source.version} ({len(record['keys'])} tensors); the device lays them out")
+    return record
+
+
 def _ort_backbone(work: _Work, x: np.ndarray) -> dict[str, np.ndarray]:
     from edge_vad_export.parity import OrtRunner
 
     if work.backbone_runner is None:
-        work.backbone_runner = OrtRunner(work.writer.path(FILES["coarse_backbone"]))
+        work.backbone_runner = OrtRunner(work.backbone_onnx)
     return work.backbone_runner.run({"image": x})
 
 

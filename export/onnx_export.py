@@ -4,7 +4,11 @@ Each graph is exported with `torch.onnx.export(dynamo=False, opset_version=17)`,
 onnxruntime at its BASIC level (constant folding, Pad-into-Conv and similar fusions that produce standard
 ONNX ops only) and saved. Without that pass, EfficientNet-Lite0's static TF-"same" pads export as
 ConstantOfShape/Concat/Slice/Transpose subgraphs that shape inference cannot see through; after it, the
-backbone is Conv/Clip/Add/ReduceMean/ConvTranspose/Gemm only. Every graph is then checked: onnx.checker,
+backbone is Conv/BatchNormalization/Clip/Add/ReduceMean/ConvTranspose/Gemm only. The backbone keeps its
+BatchNormalization nodes (not folded into the convolutions at export): its initializers then stay
+byte-for-byte the tensors of the ImageNet weights package, which the bundle references instead of copying
+(export/package_weights.py). onnxruntime and TensorRT fold them at load time, so the device runs the same
+fused graph. Every graph is then checked: onnx.checker,
 only the default ONNX domain, no dynamic-shape ops (Shape, Size, NonZero, ConstantOfShape), and fully
 static input/output shapes.
 
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 OPSET = 17  # ONNX opset: TensorRT 8.x on JetPack 4.6 parses up to 17 (DESIGN.md toolchain facts)
 DYNAMIC_SHAPE_OPS = ("Shape", "Size", "NonZero", "ConstantOfShape")
 BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")
+# onnxruntime's fusions that rewrite convolution weights (keep_batchnorm switches them off for the offline pass)
+BATCHNORM_FUSIONS = ("ConvBNFusion", "ConvMulFusion", "ConvAddFusion")
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
                 onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
@@ -115,9 +121,14 @@ class OnnxGraph:
     outputs: list[dict[str, Any]]
     op_histogram: dict[str, int]
 
+    keep_batchnorm: bool = False
+
     def conversion(self) -> dict[str, Any]:
+        optimisation = "onnxruntime ORT_ENABLE_BASIC, offline"
+        if self.keep_batchnorm:
+            optimisation += f", without {', '.join(BATCHNORM_FUSIONS)} (folded at load time instead)"
         return {"exporter": "torch.onnx.export (TorchScript, dynamo=False)", "opset": OPSET,
-                "optimisation": "onnxruntime ORT_ENABLE_BASIC, offline", "op_histogram": self.op_histogram}
+                "optimisation": optimisation, "op_histogram": self.op_histogram}
 
 
 def _layout(shape: Sequence[int], name: str) -> str:
@@ -138,14 +149,15 @@ def _io(values: Sequence[onnx.ValueInfoProto]) -> list[dict[str, Any]]:
     return out
 
 
-def _optimise_offline(src: Path, dst: Path) -> None:
+def _optimise_offline(src: Path, dst: Path, keep_batchnorm: bool = False) -> None:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.optimized_model_filepath = str(dst)
     opts.intra_op_num_threads = 1
-    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    disabled = list(BATCHNORM_FUSIONS) if keep_batchnorm else []
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     # onnxruntime lists every domain it knows in the saved model; keep only those nodes use.
     model = onnx.load(str(dst))
     used = {n.domain for n in model.graph.node}
@@ -168,8 +180,12 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
 
 
 def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, input_names: Sequence[str],
-                output_names: Sequence[str]) -> OnnxGraph:
-    """Export `module(*args)` to `path` (opset 17, static shapes), optimise offline, check, describe."""
+                output_names: Sequence[str], keep_batchnorm: bool = False) -> OnnxGraph:
+    """Export `module(*args)` to `path` (opset 17, static shapes), optimise offline, check, describe.
+
+    keep_batchnorm: leave BatchNormalization nodes unfolded, so that weight initializers keep the bytes of the
+    module's parameters (TrainingMode.PRESERVE on an eval-mode module exports inference BatchNormalization)."""
+    training = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
     path = Path(path)
     module = module.eval()
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -185,16 +201,17 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
                 warnings.simplefilter("ignore", category=UserWarning)
                 warnings.simplefilter("ignore", category=DeprecationWarning)  # we choose the TorchScript exporter
                 torch.onnx.export(module, args, str(raw), dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                                  input_names=list(input_names), output_names=list(output_names))
+                                  training=training, input_names=list(input_names), output_names=list(output_names))
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
-        _optimise_offline(raw, path)
+        _optimise_offline(raw, path, keep_batchnorm)
     model = onnx.load(str(path))
     check_graph(model, path.name)
     hist: dict[str, int] = {}
     for node in model.graph.node:
         hist[node.op_type] = hist.get(node.op_type, 0) + 1
-    graph = OnnxGraph(path, _io(model.graph.input), _io(model.graph.output), dict(sorted(hist.items())))
+    graph = OnnxGraph(path, _io(model.graph.input), _io(model.graph.output), dict(sorted(hist.items())),
+                      keep_batchnorm)
     if [i["name"] for i in graph.inputs] != list(input_names) or [o["name"] for o in graph.outputs] != list(output_names):
         raise EdgeVadError(f"{path.name}: exported I/O {[i['name'] for i in graph.inputs]} -> "
                            f"{[o['name'] for o in graph.outputs]} differs from the requested names")
@@ -209,7 +226,8 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
 
 def export_coarse_backbone(backbone: nn.Module, path: Path | str) -> OnnxGraph:
     size = backbone.preprocess.size
-    graph = export_onnx(backbone, (torch.zeros(1, 3, size, size),), path, ["image"], list(BACKBONE_OUTPUTS))
+    graph = export_onnx(backbone, (torch.zeros(1, 3, size, size),), path, ["image"], list(BACKBONE_OUTPUTS),
+                        keep_batchnorm=True)
     # The backbone must be pure convolution arithmetic for TensorRT and for the int8 path (DESIGN.md trap 3).
     if "Gather" in graph.op_histogram:
         raise EdgeVadError(f"{Path(path).name}: the backbone graph has Gather ops (dynamic padding?); "

@@ -133,11 +133,14 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
     fine_encoder: str = typer.Option("lite0-minilm", "--fine-encoder", help="lite0-minilm or clip-vit-b16."),
     clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Local CLIP ViT-B/16 checkpoint (clip-vit-b16)."),
+    inline_weights: bool = typer.Option(False, "--inline-weights", help="Copy the backbone's ImageNet weights into the "
+                                        "bundle instead of referencing their pip package (a self-contained bundle)."),
 ) -> None:
     """Export trained checkpoints to a model bundle (ONNX, int8 TFLite; TensorRT engines are built on the device)."""
     from edge_vad.cli.export_cmd import run_export
 
-    run_export(checkpoint, targets, calib, out, force=force, fine_encoder=fine_encoder, clip_checkpoint=clip_checkpoint)
+    run_export(checkpoint, targets, calib, out, force=force, fine_encoder=fine_encoder, clip_checkpoint=clip_checkpoint,
+               inline_weights=inline_weights)
 
 
 @app.command("eval")
@@ -339,7 +342,8 @@ def explain_lime(
 
 @models_app.command("info")
 def models_info(
-    target: Optional[str] = typer.Argument(None, help="A bundle folder; omit for the PyTorch networks."),
+    target: Optional[str] = typer.Argument(None, help="A bundle folder (`default`: the shipped one); omit for the "
+                                           "PyTorch networks."),
 ) -> None:
     """Parameters, FLOPs and sizes per network or per bundle artifact."""
     from edge_vad.cli.models_cmd import info
@@ -348,7 +352,7 @@ def models_info(
 
 
 @models_app.command("verify")
-def models_verify(bundle: Path = typer.Argument(..., help="Bundle folder.")) -> None:
+def models_verify(bundle: str = typer.Argument(..., help="Bundle folder, or `default` for the shipped bundle.")) -> None:
     """Re-check the bundle's sha256 hashes and print the manifest summary."""
     from edge_vad.cli.models_cmd import verify
 

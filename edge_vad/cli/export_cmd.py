@@ -12,7 +12,8 @@ EXPORT_HINT = "pip install 'edge-vad[train,export]' (after torch==2.13.0, see RE
 
 
 def run_export(checkpoint: str, targets: str, calib: Optional[Path], out: Path, force: bool = False,
-               fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None) -> dict[str, Any]:
+               fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None,
+               inline_weights: bool = False) -> dict[str, Any]:
     """Check the options, export, print the bundle's table; returns {"bundle": path, "manifest": {...}}."""
     try:
         from edge_vad_export.exporter import export_bundle, plan_export
@@ -22,7 +23,7 @@ def run_export(checkpoint: str, targets: str, calib: Optional[Path], out: Path, 
 
     from edge_vad.cli.models_cmd import bundle_table
 
-    plan = plan_export(checkpoint, targets, calib, out, force, fine_encoder, clip_checkpoint)
+    plan = plan_export(checkpoint, targets, calib, out, force, fine_encoder, clip_checkpoint, inline_weights)
     console = Console(stderr=True)
     manifest = export_bundle(plan, console=console)
     console.print(bundle_table(manifest, title=f"bundle {plan.out}"))
