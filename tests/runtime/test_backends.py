@@ -233,6 +233,14 @@ def test_onnxruntime_matches_numpy(matmul_onnx: Path) -> None:
     backend.close()  # idempotent
 
 
+def test_onnxruntime_pool_threads_do_not_spin(matmul_onnx: Path) -> None:
+    """Spinning pool threads starve the decoder, clip writer and fine worker of the runtime (see the backend)."""
+    with get_backend("onnxruntime").load(matmul_onnx, threads=2) as backend:
+        opts = backend._session.get_session_options()
+        assert opts.intra_op_num_threads == 2
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_onnxruntime_quantised_io_is_float_at_the_api(quant_onnx: Path) -> None:
     x = RNG.uniform(-5, 5, size=(2, 4)).astype(np.float32)
     backend = OnnxRuntimeBackend().load(quant_onnx, quant={"x": (SX, ZX), "y": (SY, ZY)})
