@@ -11,11 +11,11 @@ Files: <stem>.json (when asked), <stem>.md, <stem>.latency.png and, with RWKV ro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edge_vad.bench.profiles import Detection
+from edge_vad.fileio import atomic_target, atomic_write_text
 
 RESULTS_DIR = Path("benchmarks") / "results"
 PNG_DPI = 110
@@ -188,13 +188,6 @@ def markdown_report(r: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def latency_png(r: Dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -218,7 +211,8 @@ def latency_png(r: Dict[str, Any], path: Path) -> None:
                  fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=PNG_DPI)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=PNG_DPI, format="png")
     plt.close(fig)
 
 
@@ -244,7 +238,8 @@ def rwkv_png(r: Dict[str, Any], path: Path) -> None:
     a2.set_ylabel("GFLOPs per sequence")
     fig.suptitle(f"Fig. 4 analog ({r['rwkv_vs_transformer'].get('device')})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=PNG_DPI)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=PNG_DPI, format="png")
     plt.close(fig)
 
 
@@ -266,11 +261,12 @@ def write_outputs(r: Dict[str, Any], json_path: Optional[Path], results_dir: Opt
     if not r["rwkv_vs_transformer"].get("rows"):
         paths.pop("rwkv_png")
     r["files"] = {k: str(v) for k, v in paths.items()}
-    _atomic_write(paths["markdown"], markdown_report(r).encode())
+    paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths["markdown"], markdown_report(r))
     if any(s["runs"] for s in r["stages"].values()):
         latency_png(r, paths["latency_png"])
     if "rwkv_png" in paths:
         rwkv_png(r, paths["rwkv_png"])
     if "json" in paths:
-        _atomic_write(paths["json"], (json.dumps(r, indent=2, sort_keys=False) + "\n").encode())
+        atomic_write_text(paths["json"], json.dumps(r, indent=2, sort_keys=False) + "\n")
     return r["files"]
