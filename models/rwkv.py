@@ -41,7 +41,9 @@ PREV_X, NUM, DEN, MAX_EXP = range(len(STATE_ROWS))
 
 # "Empty sum" exponent: exp(EMPTY_EXP - anything real) == 0 in float32, and it stays finite (no inf - inf).
 EMPTY_EXP = -1e38
-DEFAULT_CHUNK = 8  # parallel-form chunk length C: memory O(T*C*d), scan depth log2(T/C); 8 was fastest on CPU
+DEFAULT_CHUNK = 4  # parallel-form chunk length C: memory O(T*C*d), scan depth log2(T/C). On 2 CPU cores C = 4 was
+# the fastest of 1, 2, 4, 8 or within 2 % of it at every shape tried (T 250-1750, d 256-512, batch 1-8, with and
+# without grad), 15-25 % faster than 8. The result does not depend on C beyond float rounding.
 
 
 def _wkv_dtype(dtype: torch.dtype) -> torch.dtype:
