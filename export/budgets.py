@@ -175,14 +175,15 @@ def budget_checks(params: int, flops: int, file_bytes: int, fmt: str) -> dict[st
 
 
 def artifact_budgets(counted_from: Path, file_path: Path, fmt: str,
-                     count: Optional[GraphCount] = None) -> dict[str, Any]:
+                     count: Optional[GraphCount] = None, package_bytes: int = 0) -> dict[str, Any]:
     """{params, macs, flops, bytes, counted_from, checks, uncounted_ops} for the manifest.
 
     `counted_from` is the ONNX graph counted (for an int8 .tflite, the fp32 ONNX of the same network);
-    `file_path` is the artifact whose size is recorded and held to the file-size budget.
+    `file_path` is the artifact whose size is recorded and held to the file-size budget; `package_bytes` are
+    the weights it takes from a pip package at load time (manifest package_weights), part of the model's size.
     """
     count = count or count_onnx(counted_from)
-    size = Path(file_path).stat().st_size
+    size = Path(file_path).stat().st_size + package_bytes
     return {
         "params": count.params, "macs": count.macs, "flops": count.flops, "bytes": size,
         "counted_from": Path(counted_from).name,

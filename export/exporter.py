@@ -337,7 +337,8 @@ def _onnx_artifact(work: _Work, name: str, stage: str, graph: Any, parity: dict[
     from edge_vad_export.parity import require_passed
 
     require_passed(FILES[name], parity)
-    budgets = artifact_budgets(graph.path, graph.path, "onnx")
+    package = fields.get("package_weights")
+    budgets = artifact_budgets(graph.path, graph.path, "onnx", package_bytes=package["bytes"] if package else 0)
     work.counts[name] = budgets
     work.writer.add(name, FILES[name], stage, "onnx", "fp32", inputs=_io_entries(graph.inputs),
                     outputs=_io_entries(graph.outputs), parity=parity, budgets=budgets,

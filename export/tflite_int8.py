@@ -406,7 +406,7 @@ def convert_full_int8(
     atomic_write_bytes(out_path, int8_bytes)
     if float_out_path is not None:
         atomic_write_bytes(float_out_path, float_bytes)
-    lint = lint_model(parsed, source=str(out_path))
+    lint = lint_model(parsed, source=Path(out_path).name)  # the file name only: no local paths in a bundle
     return Int8ExportReport(
         path=str(out_path),
         size_bytes=len(int8_bytes),

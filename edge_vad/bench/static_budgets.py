@@ -136,7 +136,11 @@ def static_budgets(manifest: Manifest, profile: TargetProfile, fine_reference: O
 
 
 def model_sizes(manifest: Manifest) -> Dict[str, Any]:
-    """Bytes of every artifact (what a board stores and loads), by artifact, with the format and precision."""
-    arts = {n: {"file": a.file, "format": a.format, "precision": a.precision, "bytes": a.bytes,
-                "mb": round(a.bytes / 2**20, 3)} for n, a in manifest.artifacts.items()}
-    return {"artifacts": arts, "total_bytes": sum(a.bytes for a in manifest.artifacts.values())}
+    """Bytes of every artifact (what a board stores and loads), by artifact, with the format and precision;
+    `package_bytes`: weights an artifact loads from a pip package (manifest package_weights), counted in the total."""
+    arts = {}
+    for n, a in manifest.artifacts.items():
+        extra = a.package_weights.bytes if a.package_weights is not None else 0
+        arts[n] = {"file": a.file, "format": a.format, "precision": a.precision, "bytes": a.bytes,
+                   "package_bytes": extra, "mb": round((a.bytes + extra) / 2**20, 3)}
+    return {"artifacts": arts, "total_bytes": sum(a["bytes"] + a["package_bytes"] for a in arts.values())}

@@ -96,7 +96,7 @@ class Budgets(_Strict):
     params: int
     macs: int
     flops: int
-    bytes: int
+    bytes: int  # the model's size: its file, plus the weights it takes from a pip package (package_weights)
     counted_from: str  # the graph the counts come from (an int8 model is counted on its fp32 ONNX)
     checks: Dict[str, BudgetCheck] = {}
     uncounted_ops: List[str] = []  # compute ops the counter has no rule for (should be empty)

@@ -87,8 +87,11 @@ def test_fine_reference_is_held_to_the_budget(manifest):
 
 def test_model_sizes_sum(manifest):
     sizes = model_sizes(manifest)
-    assert sizes["total_bytes"] == sum(a.bytes for a in manifest.artifacts.values())
-    assert sizes["artifacts"]["coarse_backbone"]["format"] == "onnx"
+    package = sum(a.package_weights.bytes for a in manifest.artifacts.values() if a.package_weights is not None)
+    assert sizes["total_bytes"] == sum(a.bytes for a in manifest.artifacts.values()) + package
+    bb = sizes["artifacts"]["coarse_backbone"]
+    assert bb["format"] == "onnx" and bb["package_bytes"] == (manifest.artifacts["coarse_backbone"].package_weights.bytes
+                                                             if manifest.artifacts["coarse_backbone"].package_weights else 0)
 
 
 def test_recount_agrees_with_manifest(manifest):

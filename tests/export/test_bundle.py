@@ -158,7 +158,8 @@ def test_budgets_recorded_per_artifact_and_stage(exported) -> None:
     manifest = load_manifest(bundle)
     bb = manifest.artifacts["coarse_backbone"].budgets
     assert 5.0e6 <= bb.params <= 5.4e6 and 0.40e9 <= bb.macs <= 0.43e9 and bb.flops == 2 * bb.macs
-    assert bb.bytes == manifest.artifacts["coarse_backbone"].bytes and bb.counted_from == "coarse_backbone.onnx"
+    art = manifest.artifacts["coarse_backbone"]
+    assert bb.bytes == art.bytes + art.package_weights.bytes and bb.counted_from == "coarse_backbone.onnx"
     assert bb.checks["jetson_nano_params"].passed and bb.checks["jetson_nano_flops"].passed
     coarse = manifest.pipeline_budgets["coarse_per_frame"]
     assert coarse.params == bb.params + manifest.artifacts["qacm"].budgets.params
