@@ -22,22 +22,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_vad.backends import backend_status, get_backend
+from edge_vad.backends import backend_status
 from edge_vad.bench.profiles import TargetProfile
 from edge_vad.bench.timing import summarise, time_calls, timed_once
 from edge_vad.bundle.manifest import Manifest
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime.stages import (
-    THREAD_SAFE_BACKENDS,
     CoarseOutput,
     CoarseStage,
     FineModel,
     ModelSet,
     SharedModel,
-    _load_npy,
     choose_target,
-    loadable_file,
+    load_fine_tables,
+    load_stage,
     plan_backends,
 )
 
@@ -60,23 +59,14 @@ def choose_backend(manifest: Manifest, profile: TargetProfile) -> Tuple[str, str
                      f"so {backend} stands in")
 
 
-def _backend_label(model: SharedModel) -> str:
-    provider = getattr(model.backend, "provider", None)
-    return f"{model.backend.name} ({provider})" if provider else model.backend.name
-
-
 def _load_stage(models: Dict[str, SharedModel], manifest: Manifest, plan_stage: Any) -> SharedModel:
-    backend = get_backend(plan_stage.backend)
-    backend.load(loadable_file(plan_stage, manifest), **dict(plan_stage.options))
-    model = SharedModel(plan_stage, backend, manifest.artifacts[plan_stage.artifact],
-                        lock=plan_stage.backend not in THREAD_SAFE_BACKENDS)
-    models[plan_stage.stage] = model
-    return model
+    models[plan_stage.stage] = load_stage(plan_stage, manifest)
+    return models[plan_stage.stage]
 
 
 def _entry(model: Optional[SharedModel], cold_ms: Optional[float], samples: Optional[List[float]],
            note: str = "", artifact: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {"backend": _backend_label(model) if model is not None else ("numpy/OpenCV" if samples else None),
+    out: Dict[str, Any] = {"backend": model.backend_label if model is not None else ("numpy/OpenCV" if samples else None),
                            "artifact": artifact or None, "runs": samples is not None,
                            "cold_ms": None if cold_ms is None else round(cold_ms, 3),
                            "p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None, "iterations": 0}
@@ -167,10 +157,7 @@ def _fine_stages(bundle_dir: Path, manifest: Manifest, plan: Any, by_stage: Dict
     head_plan = by_stage["fine_head"]
     _, head_load_ms = timed_once(lambda: _load_stage(models, manifest, head_plan))
     set_ = ModelSet(manifest, bundle_dir, plan, models)
-    set_.text_table = _load_npy(bundle_dir, manifest, "text_table")
-    emb = manifest.descriptions.embeddings_artifact if manifest.descriptions else None
-    if emb:
-        set_.description_embeddings = _load_npy(bundle_dir, manifest, emb)
+    load_fine_tables(set_)
     fine = FineModel(set_)
     if fine.needs_image:
         assert fine.encoder is not None and fine.image_preprocess is not None

@@ -263,10 +263,15 @@ class SharedModel:
             result[spec.name] = value
         return result
 
-    def describe(self) -> str:
+    @property
+    def backend_label(self) -> str:
+        """The backend's name, with the provider it really runs on where it has one (onnxruntime)."""
         provider = getattr(self.backend, "provider", None)
-        where = f"{self.backend.name} ({provider})" if provider else self.backend.name
-        return f"{self.plan.stage}: {self.plan.file.name} on {where}{'' if self.locked else ', shared without a lock'}"
+        return f"{self.backend.name} ({provider})" if provider else self.backend.name
+
+    def describe(self) -> str:
+        return (f"{self.plan.stage}: {self.plan.file.name} on {self.backend_label}"
+                f"{'' if self.locked else ', shared without a lock'}")
 
     def close(self) -> None:
         self.backend.close()
@@ -311,23 +316,34 @@ def loadable_file(stage: StagePlan, manifest: Manifest) -> Path:
     return materialise(stage.file, art.sha256, art.package_weights)
 
 
+def load_stage(stage: StagePlan, manifest: Manifest, lock: Optional[bool] = None) -> SharedModel:
+    """Load one planned artifact on its backend. `lock`: None = a lock only for backends that are not thread-safe."""
+    backend = get_backend(stage.backend)
+    backend.load(loadable_file(stage, manifest), **dict(stage.options))
+    needs_lock = stage.backend not in THREAD_SAFE_BACKENDS if lock is None else lock
+    return SharedModel(stage, backend, manifest.artifacts[stage.artifact], lock=needs_lock)
+
+
+def load_fine_tables(models: ModelSet) -> None:
+    """The fine stage's constant tables: the text table and, for clip-vit-b16, the description embeddings."""
+    manifest, bundle_dir = models.manifest, models.bundle_dir
+    models.text_table = _load_npy(bundle_dir, manifest, "text_table")
+    emb = manifest.descriptions.embeddings_artifact if manifest.descriptions else None
+    if emb:
+        models.description_embeddings = _load_npy(bundle_dir, manifest, emb)
+
+
 def load_models(bundle_dir: Path, manifest: Manifest, plan: BackendPlan, lock: Optional[bool] = None) -> ModelSet:
     """Load every artifact of `plan` once. `lock`: None = a lock only for backends that are not thread-safe.
     Any failure closes what was loaded and raises (one line)."""
     loaded: Dict[str, SharedModel] = {}
     try:
         for stage in plan.stages:
-            backend = get_backend(stage.backend)
-            backend.load(loadable_file(stage, manifest), **dict(stage.options))
-            needs_lock = stage.backend not in THREAD_SAFE_BACKENDS if lock is None else lock
-            loaded[stage.stage] = SharedModel(stage, backend, manifest.artifacts[stage.artifact], lock=needs_lock)
+            loaded[stage.stage] = load_stage(stage, manifest, lock)
             log.info("stage %s", loaded[stage.stage].describe())
         models = ModelSet(manifest, bundle_dir, plan, loaded)
         if "fine_head" in loaded:
-            models.text_table = _load_npy(bundle_dir, manifest, "text_table")
-            emb = manifest.descriptions.embeddings_artifact if manifest.descriptions else None
-            if emb:
-                models.description_embeddings = _load_npy(bundle_dir, manifest, emb)
+            load_fine_tables(models)
         return models
     except BaseException:
         for model in loaded.values():
