@@ -35,6 +35,7 @@ import numpy as np
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import Config, GateConfig, HttpConfig
 from edge_vad.errors import EdgeVadError
+from edge_vad.fileio import atomic_target
 from edge_vad.runtime.bundle_defaults import config_for_bundle
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.pipeline import Pipeline
@@ -156,8 +157,9 @@ def _write_scores(path: Path, log: Any, fine: Any) -> None:
         if index in row:
             probs[row[index]] = p
     normal = fine.info.normal_class if fine is not None else -1
-    np.savez(path, frames=frames, coarse=log.score_array().astype(np.float32), gate=log.gate_array(),
-             probs=probs, normal_class=np.int64(normal))
+    with atomic_target(path) as tmp:  # the temporary name keeps .npz, so np.savez writes exactly there
+        np.savez(tmp, frames=frames, coarse=log.score_array().astype(np.float32), gate=log.gate_array(),
+                 probs=probs, normal_class=np.int64(normal))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

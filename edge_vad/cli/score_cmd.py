@@ -23,8 +23,6 @@ truncated video keeps the scores of the frames before the damage (with a warning
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -35,6 +33,7 @@ from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import load_config
 from edge_vad.errors import EdgeVadError
 from edge_vad.eval.scores_io import CLASS_SUFFIX, CLASSES_KEY
+from edge_vad.fileio import atomic_target
 from edge_vad.runtime.bundle_defaults import config_for_bundle
 from edge_vad.runtime.pipeline import Pipeline
 from edge_vad.runtime.report import ScoreLog
@@ -128,16 +127,8 @@ def per_snippet(values: np.ndarray, snippet: int) -> np.ndarray:
 
 def save_npz_atomic(path: Path, arrays: Dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as tmp:  # the temporary name keeps .npz, so np.savez writes exactly there
+        np.savez(tmp, **arrays)
 
 
 def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, backend: Optional[str] = None,
