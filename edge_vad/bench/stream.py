@@ -143,8 +143,7 @@ def dilute(video: Path, labels: Labels, out_path: Path, repeats: int) -> Labels:
         cap.release()
         if writer is not None:
             writer.release()
-    frames = np.zeros(written, np.uint8)
-    for s in new_segments:
-        frames[s["start"]:s["end"]] = s["label"]
     out_path.with_suffix(".json").write_text(json.dumps({"fps": fps, "frames": written, "segments": new_segments}))
-    return Labels(frames, new_segments, fps, out_path.with_suffix(".json"))
+    labels_out = read_labels(out_path)  # the labels exactly as any reader of the written file sees them
+    assert labels_out is not None
+    return labels_out
