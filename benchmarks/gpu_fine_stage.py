@@ -61,7 +61,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edge_vad.constants import IMAGE_SIZE, SNIPPET_FRAMES, XD_VIOLENCE_CLASSES  # noqa: E402
+from edge_vad.constants import CLIP_EMBED_DIM, IMAGE_SIZE, SNIPPET_FRAMES, XD_VIOLENCE_CLASSES  # noqa: E402
 from edge_vad_models.profiling import sequence_cost  # noqa: E402
 from edge_vad_models.profiling.counting import count_flops, count_params  # noqa: E402
 from edge_vad_models.profiling.timing import summary, time_ms  # noqa: E402
@@ -69,7 +69,6 @@ from edge_vad_models.profiling.vit_tower import open_clip_available, vit_b16_ima
 from edge_vad_models.rwkv import EnhancedRWKV  # noqa: E402
 
 WEIGHTS = "random (architecture only)"
-CLIP_EMBED = 512  # CLIP ViT-B/16 joint embedding width
 QUICK_VIT_LAYERS = 2
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # autocast dtype (None: plain fp32)
 
@@ -166,11 +165,11 @@ def _lite0_trunk() -> tuple[nn.Module | None, str]:
 def _fine_head(repeats: int, warmup: int, device: torch.device) -> dict[str, Any]:
     """The clip-vit-b16 fine head of FineStage (hidden 512): per-frame recurrent step and per-snippet parallel."""
     hidden = sequence_cost.FINE_HEAD_WIDTH
-    in_proj, out_proj = nn.Linear(CLIP_EMBED, hidden).to(device), nn.Linear(hidden, CLIP_EMBED).to(device)
+    in_proj, out_proj = nn.Linear(CLIP_EMBED_DIM, hidden).to(device), nn.Linear(hidden, CLIP_EMBED_DIM).to(device)
     rwkv = EnhancedRWKV(hidden).to(device).eval()
-    table = F.normalize(torch.randn(len(XD_VIOLENCE_CLASSES), CLIP_EMBED, device=device), dim=-1)
-    feature = torch.randn(1, CLIP_EMBED, device=device)
-    snippet = torch.randn(1, SNIPPET_FRAMES, CLIP_EMBED, device=device)
+    table = F.normalize(torch.randn(len(XD_VIOLENCE_CLASSES), CLIP_EMBED_DIM, device=device), dim=-1)
+    feature = torch.randn(1, CLIP_EMBED_DIM, device=device)
+    snippet = torch.randn(1, SNIPPET_FRAMES, CLIP_EMBED_DIM, device=device)
     state = [rwkv.init_state(1, device=device)]
 
     def step() -> torch.Tensor:

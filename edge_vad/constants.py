@@ -17,6 +17,8 @@ KD_TEMPERATURE_PAPER = 2.5  # T the paper's Bayesian optimisation found (Fig. 5)
 MIL_TOPK_DIVISOR = 16  # MIL top-k: k = max(1, T // 16) snippets per bag, as RTFM / VadCLIP do
 RWKV_BLOCKS = 2  # enhanced RWKV = two TimeMix blocks, no ChannelMix (paper, Sec. IV-A)
 FINE_HIDDEN_DIM = 512  # d of the fine stage's video branch: CLIP ViT-B/16's embedding width (our choice, not the paper's)
+CLIP_EMBED_DIM = 512  # CLIP ViT-B/16 joint image-text embedding width (open_clip's ViT-B-16 config)
+FIG4_LENGTHS = (250, 500, 750, 1000, 1250, 1500, 1750)  # sequence lengths N of the paper's Fig. 4 (RWKV vs Transformer)
 QACM_LAYERS = 3  # QACM = three causal temporal conv layers (paper, Sec. IV-A)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision / timm ImageNet statistics, RGB order

@@ -22,15 +22,13 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edge_vad.bench.timing import summarise, time_calls, timed_once
-from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, FINE_HIDDEN_DIM, SNIPPET_FRAMES
+from edge_vad.constants import CLIP_EMBED_DIM, CLIP_FRAMES_PER_SNIPPET, FIG4_LENGTHS, FINE_HIDDEN_DIM, SNIPPET_FRAMES
 
 log = logging.getLogger("edge_vad.bench")
 
 PROFILING_MODULE = "edge_vad_models.profiling.sequence_cost"
-FIG4_LENGTHS = (250, 500, 750, 1000, 1250, 1500, 1750)  # the paper's Fig. 4 axis: N from 250 to 1750
 TORCH_CPU_ITERATIONS = 5  # ViT-B/16 (17.6 GFLOPs) takes 0.3-3 s per frame on one shared CPU core: few calls, labelled
 TORCH_CPU_THREADS = 1  # the same one core as the runtime's latency figures
-CLIP_EMBED_DIM = 512  # CLIP ViT-B/16 joint embedding width (open_clip's ViT-B-16 config)
 # On a CPU: no warm-up, 3 timed calls per form and length, 1 of the frame-by-frame form (10-30 s per sequence
 # at T = 1750 on one shared core; 5 repeats made the sweep take over 15 minutes here).
 SWEEP_CPU_OPTIONS = {"repeats": 3, "recurrent_repeats": 1, "warmup": 0}

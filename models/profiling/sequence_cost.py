@@ -35,12 +35,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from edge_vad.constants import FINE_HIDDEN_DIM, RWKV_BLOCKS
+from edge_vad.constants import FIG4_LENGTHS, FINE_HIDDEN_DIM, RWKV_BLOCKS
 from edge_vad.errors import EdgeVadError
 from edge_vad_models.profiling.timing import summary, time_ms
 from edge_vad_models.rwkv import EnhancedRWKV
 
-FIG4_LENGTHS = (250, 500, 750, 1000, 1250, 1500, 1750)  # the paper's Fig. 4 axis, N from 250 to 1750
 FINE_HEAD_WIDTH = FINE_HIDDEN_DIM  # the fine head's width (edge_vad.constants: no numpy needed on a bare GPU box)
 FFN_MULT = 4  # the standard Transformer feed-forward width, 4 d
 HEAD_WIDTH = 64  # attention head width of the comparison Transformer (CLIP's and BERT's)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edge_vad.constants import CLIP_CONTEXT_LENGTH
+from edge_vad.constants import CLIP_CONTEXT_LENGTH, CLIP_EMBED_DIM
 from edge_vad.errors import EdgeVadError
 
 VIT_B16 = {"image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "output_dim": 512}  # OpenAI CLIP ViT-B/16
@@ -73,7 +73,7 @@ class TorchViTImageTower(nn.Module):
     """CLIP's ViT image tower in torch.nn only: [N, 3, S, S] -> [N, output_dim] (not normalised, as open_clip's)."""
 
     def __init__(self, image_size: int = 224, patch_size: int = 16, width: int = 768, layers: int = 12,
-                 heads: int | None = None, mlp_ratio: float = 4.0, output_dim: int = 512):
+                 heads: int | None = None, mlp_ratio: float = 4.0, output_dim: int = CLIP_EMBED_DIM):
         super().__init__()
         if image_size % patch_size:
             raise EdgeVadError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
