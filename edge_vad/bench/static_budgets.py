@@ -25,8 +25,9 @@ COUNTING_RULE = (
     "(output elements x input channels/group x kernel elements), ConvTranspose (input elements x output "
     "channels/group x kernel elements), Gemm (M x N x K) and MatMul (output elements x K); FLOPs = 2 x MACs; "
     "elementwise and normalisation ops are not counted (thop/fvcore convention); parameters = elements of the "
-    "floating-point initializers and Constant tensors, each named tensor once. An int8 TFLite model is counted "
-    "on the fp32 ONNX of the same network. 'Per forward pass' = one frame through the stage's graphs "
+    "floating-point initializers and Constant tensors, each named tensor once; a BatchNormalization counts as the "
+    "convolution bias it folds into (its shift counts, its scale, mean and variance do not). An int8 TFLite model "
+    "is counted on the fp32 ONNX of the same network. 'Per forward pass' = one frame through the stage's graphs "
     "(coarse: backbone + QACM; fine: the fine graphs of the bundle)."
 )
 NO_INT8 = "no int8 artifact in bundle"
