@@ -26,9 +26,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from edge_vad.bench.end_to_end import _child_args, _timeout
 from edge_vad.bench.stream import MAX_ANOMALOUS_FRACTION, Labels, dilute, repeats_needed
-from edge_vad.bench.subproc import run_child
+from edge_vad.bench.subproc import child_args, child_timeout, run_child
 
 CASCADE_THREADS = 1  # one inference thread per system, so CPU time measures work, not spinning thread pools
 
@@ -61,11 +60,11 @@ def frame_auc(labels: np.ndarray, frames: np.ndarray, scores: np.ndarray) -> Opt
 def _run(video: Path, bundle: Optional[Path], backend: Optional[str], frames: int, always_on: bool,
          tmp: Path) -> Dict[str, Any]:
     npz = tmp / ("always_on.npz" if always_on else "cascade.npz")
-    args = _child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz),
+    args = child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz),
                                                   "--threads", str(CASCADE_THREADS)]
     if always_on:
         args.append("--always-on")
-    run = run_child(args, _timeout(frames), "always-on" if always_on else "cascade")
+    run = run_child(args, child_timeout(frames), "always-on" if always_on else "cascade")
     with np.load(npz) as data:
         arrays = {k: data[k] for k in data.files}
     r = run.result

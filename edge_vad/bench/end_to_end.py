@@ -15,34 +15,19 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from edge_vad.bench.stream import decode_fps
-from edge_vad.bench.subproc import run_child
+from edge_vad.bench.subproc import child_args, child_timeout, run_child
 
-MIN_TIMEOUT_S = 120.0
-SLOWEST_FPS = 1.0  # a child slower than one frame per second is considered hung
 SOAK_RSS_SAMPLES = 40  # VmRSS samples over a soak
-
-
-def _child_args(source: Path, bundle: Optional[Path], backend: Optional[str]) -> List[str]:
-    args = ["--source", str(source)]
-    if bundle is not None:
-        args += ["--bundle", str(bundle)]
-    if backend:
-        args += ["--backend", backend]
-    return args
-
-
-def _timeout(frames: int) -> float:
-    return MIN_TIMEOUT_S + frames / SLOWEST_FPS
 
 
 def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = None) -> Dict[str, Any]:
     decode = decode_fps(source)
     with tempfile.TemporaryDirectory(prefix="edge-vad-bench-events-") as events:
-        run = run_child(_child_args(source, bundle, backend) + ["--events-dir", events, "--rss-every", "50"],
-                        _timeout(decode["frames"]), "end-to-end")
+        run = run_child(child_args(source, bundle, backend) + ["--events-dir", events, "--rss-every", "50"],
+                        child_timeout(decode["frames"]), "end-to-end")
     r = run.result
     fps = r.get("fps")
     dropped = {"fine_queue_full": r["fine_dropped_frames"], "source_replaced": r["source_dropped"],
@@ -78,9 +63,9 @@ def soak(source: Path, bundle: Optional[Path], minutes: float, media_fps: Option
     frames = max(1, math.ceil(minutes * 60.0 * fps))
     every = max(1, frames // SOAK_RSS_SAMPLES)
     with tempfile.TemporaryDirectory(prefix="edge-vad-bench-soak-") as events:
-        run = run_child(_child_args(source, bundle, backend) + ["--loop", "--max-frames", str(frames), "--rss-every",
+        run = run_child(child_args(source, bundle, backend) + ["--loop", "--max-frames", str(frames), "--rss-every",
                                                                  str(every), "--events-dir", events],
-                        _timeout(frames), "soak")
+                        child_timeout(frames), "soak")
     samples = [s for s in run.result.get("rss_samples", []) if s[1] is not None]
     warm = [s for s in samples if s[0] >= video_frames] or samples
     start = warm[0] if warm else None

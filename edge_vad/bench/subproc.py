@@ -22,6 +22,8 @@ from edge_vad.errors import EdgeVadError
 
 CHILD_MODULE = "edge_vad.bench.child"
 POLL_S = 0.05
+MIN_TIMEOUT_S = 120.0
+SLOWEST_FPS = 1.0  # a child slower than one frame per second is considered hung
 
 
 @dataclass
@@ -36,6 +38,21 @@ class ChildRun:
 
 def maxrss_mb(ru_maxrss: int) -> float:
     return round(ru_maxrss / (2**20 if sys.platform == "darwin" else 1024.0), 2)
+
+
+def child_args(source: Path, bundle: Optional[Path], backend: Optional[str]) -> List[str]:
+    """The child's --source / --bundle / --backend arguments."""
+    args = ["--source", str(source)]
+    if bundle is not None:
+        args += ["--bundle", str(bundle)]
+    if backend:
+        args += ["--backend", backend]
+    return args
+
+
+def child_timeout(frames: int) -> float:
+    """Seconds a child run over `frames` frames may take before it counts as hung."""
+    return MIN_TIMEOUT_S + frames / SLOWEST_FPS
 
 
 def run_child(args: List[str], timeout_s: float, what: str) -> ChildRun:
