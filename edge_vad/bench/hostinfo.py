@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from edge_vad import __version__
+from edge_vad.bench.profiles import device_tree_model
 
 
 def _cpu_model(root: Path) -> str:
@@ -40,13 +41,6 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _device_tree_model(root: Path) -> Optional[str]:
-    try:
-        return (root / "proc/device-tree/model").read_bytes().decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
 def describe_host(root: Path = Path("/")) -> Dict[str, Any]:
     """CPU, cores usable by this process, memory, OS, Python and the inference libraries' versions."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -61,7 +55,7 @@ def describe_host(root: Path = Path("/")) -> Dict[str, Any]:
         "cpus_total": os.cpu_count(),
         "memory_mb": _memory_mb(root),
         "os": f"{platform.system()} {platform.release()}",
-        "device_tree_model": _device_tree_model(root),
+        "device_tree_model": device_tree_model(root),
         "python": platform.python_version(),
         "edge_vad": __version__,
         "libraries": {k: v for k, v in libs.items() if v is not None},

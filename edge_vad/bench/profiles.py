@@ -116,6 +116,11 @@ def _read_text(path: Path) -> Optional[str]:
         return None
 
 
+def device_tree_model(root: Path = Path("/")) -> Optional[str]:
+    """The board's model string from the device tree (Jetson, Coral Dev Board), None where there is none."""
+    return _read_text(root / DEVICE_TREE_MODEL)
+
+
 def usb_ids(root: Path = Path("/")) -> List[str]:
     """vendor:product of every USB device sysfs lists under root (empty where there is no sysfs)."""
     found = []
@@ -134,7 +139,7 @@ def detect(profile: TargetProfile, root: Path = Path("/")) -> Detection:
     rules = profile.detect
     if rules.always:
         return Detection(True, f"the {profile.name} profile describes whatever machine runs bench")
-    model = _read_text(root / DEVICE_TREE_MODEL)
+    model = device_tree_model(root)
     for wanted in rules.device_tree_model:
         if model and wanted in model:
             return Detection(True, f"/{DEVICE_TREE_MODEL} reads {model!r}")
