@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge_vad.bench.profiles import Detection
 from edge_vad.fileio import atomic_target, atomic_write_text
@@ -52,11 +52,28 @@ def _ms(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+# Cells shared by the terminal table and the Markdown tables (each lays them out its own way).
+def _budget_cells(c: Dict[str, Any]) -> Tuple[str, str, str]:
+    """(value, limit, verdict) of one budget check."""
+    return _fmt_num(c["value"], c["unit"]), _fmt_num(c["limit"], c["unit"]), _verdict(c["pass"])
+
+
+def _stage_times(s: Dict[str, Any]) -> Tuple[str, str, str, str]:
+    """(cold, p50, p95, p99) in ms of a stage that runs."""
+    return _ms(s["cold_ms"]), _ms(s["p50_ms"]), _ms(s["p95_ms"]), _ms(s["p99_ms"])
+
+
+def _rwkv_cells(row: Dict[str, Any]) -> Tuple[str, str, str, str, str]:
+    """(length, RWKV ms, Transformer ms, RWKV GFLOPs, Transformer GFLOPs) of one sweep row."""
+    return (str(row["length"]), f"{row['rwkv_ms']:.3f}", f"{row['transformer_ms']:.3f}", f"{row['rwkv_gflops']:.4f}",
+            f"{row['transformer_gflops']:.4f}")
+
+
 def budget_lines(budgets: Dict[str, Any]) -> List[str]:
     lines = []
     for name, c in budgets.items():
-        lines.append(f"  {name:<34} {_fmt_num(c['value'], c['unit']):>10} {c['compare']} "
-                     f"{_fmt_num(c['limit'], c['unit']):<10} {_verdict(c['pass']):<5}"
+        value, limit, verdict = _budget_cells(c)
+        lines.append(f"  {name:<34} {value:>10} {c['compare']} {limit:<10} {verdict:<5}"
                      + (f" ({c['note']})" if c.get("note") else ""))
     return lines
 
@@ -71,8 +88,7 @@ def text_report(r: Dict[str, Any]) -> str:
             f"  {'stage':<16} {'cold ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  backend"]
     for name, s in r["stages"].items():
         if s["runs"]:
-            out.append(f"  {name:<16} {_ms(s['cold_ms']):>9} {_ms(s['p50_ms']):>9} {_ms(s['p95_ms']):>9} "
-                       f"{_ms(s['p99_ms']):>9}  {s['backend']}")
+            out.append(f"  {name:<16} " + " ".join(f"{t:>9}" for t in _stage_times(s)) + f"  {s['backend']}")
         else:
             out.append(f"  {name:<16} not run: {s.get('note', '')}")
     c = r["coarse_frame_to_score"]
@@ -110,8 +126,8 @@ def text_report(r: Dict[str, Any]) -> str:
                    f"{rv.get('max_length')} steps; RWKV time linear in length R^2 {rv.get('rwkv_time_linearity_r2')}")
         out.append(f"  {'length':>7} {'rwkv ms':>9} {'transf. ms':>11} {'rwkv GF':>9} {'transf. GF':>11}")
         for row in rv["rows"]:
-            out.append(f"  {row['length']:>7} {row['rwkv_ms']:>9.3f} {row['transformer_ms']:>11.3f} "
-                       f"{row['rwkv_gflops']:>9.4f} {row['transformer_gflops']:>11.4f}")
+            length, rwkv_ms, tf_ms, rwkv_gf, tf_gf = _rwkv_cells(row)
+            out.append(f"  {length:>7} {rwkv_ms:>9} {tf_ms:>11} {rwkv_gf:>9} {tf_gf:>11}")
     ft = r.get("fine_torch_latency", {})
     if ft and not ft.get("skipped"):
         where = ft.get("gpu") or ft["device"]
@@ -128,8 +144,8 @@ def markdown_report(r: Dict[str, Any]) -> str:
              "## Static budgets", "", f"Counting rule: {r['static']['counting_rule']}", "",
              "| check | value | limit | verdict | note |", "|---|---|---|---|---|"]
     for name, c in r["budgets"].items():
-        lines.append(f"| {name} | {_fmt_num(c['value'], c['unit'])} | {c['compare']} {_fmt_num(c['limit'], c['unit'])} "
-                     f"| {_verdict(c['pass'])} | {c.get('note', '')} |")
+        value, limit, verdict = _budget_cells(c)
+        lines.append(f"| {name} | {value} | {c['compare']} {limit} | {verdict} | {c.get('note', '')} |")
     lat = r["latency"]
     lines += ["", "## Per-stage latency", "",
               f"{lat['backend']} ({lat['label']}); {lat['threads']} thread(s); {lat['iterations']} iterations after "
@@ -137,8 +153,7 @@ def markdown_report(r: Dict[str, Any]) -> str:
               "| stage | backend | cold ms | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|"]
     for name, s in r["stages"].items():
         if s["runs"]:
-            lines.append(f"| {name} | {s['backend']} | {_ms(s['cold_ms'])} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} | "
-                         f"{_ms(s['p99_ms'])} |")
+            lines.append(f"| {name} | {s['backend']} | " + " | ".join(_stage_times(s)) + " |")
         else:
             lines.append(f"| {name} | not run | - | - | - | - |")
     c = r["coarse_frame_to_score"]
@@ -177,8 +192,7 @@ def markdown_report(r: Dict[str, Any]) -> str:
         lines.append(f"Skipped: {rv['skipped']}")
     else:
         lines += ["| length | RWKV ms | Transformer ms | RWKV GFLOPs | Transformer GFLOPs |", "|---|---|---|---|---|"]
-        lines += [f"| {x['length']} | {x['rwkv_ms']:.3f} | {x['transformer_ms']:.3f} | {x['rwkv_gflops']:.4f} | "
-                  f"{x['transformer_gflops']:.4f} |" for x in rv["rows"]]
+        lines += ["| " + " | ".join(_rwkv_cells(x)) + " |" for x in rv["rows"]]
         lines += ["", f"{rv.get('speedup_at_max_length')}x faster at {rv.get('max_length')} steps on {rv.get('device')}; "
                       f"RWKV time vs length R^2 {rv.get('rwkv_time_linearity_r2')}."]
     ft = r.get("fine_torch_latency", {})
