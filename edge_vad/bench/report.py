@@ -138,6 +138,15 @@ def text_report(r: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _md_section(lines: List[str], title: str, section: Dict[str, Any]) -> bool:
+    """Append a Markdown section heading, and the reason when the section was skipped; True if it has figures."""
+    lines += ["", f"## {title}", ""]
+    if section.get("skipped"):
+        lines.append(f"Skipped: {section['skipped']}")
+        return False
+    return True
+
+
 def markdown_report(r: Dict[str, Any]) -> str:
     lines = [f"# edge-vad bench: {r['target']}", "", f"- {r['first_line']}", f"- host: {r['host_summary']}",
              f"- run: `{r['run']['command']}` at {r['run']['started_at']} ({r['run']['duration_s']} s)", "",
@@ -159,10 +168,7 @@ def markdown_report(r: Dict[str, Any]) -> str:
     c = r["coarse_frame_to_score"]
     lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
     e = r["end_to_end"]
-    lines += ["", "## End to end", ""]
-    if e.get("skipped"):
-        lines.append(f"Skipped: {e['skipped']}")
-    else:
+    if _md_section(lines, "End to end", e):
         lines += ["| fps | decode-only fps | ratio | gate duty | dropped | peak RSS MB |", "|---|---|---|---|---|---|",
                   f"| {e['fps']} | {e['decode_fps']} | {e['fps_vs_decode']} | {e['gate_duty']} | {e['dropped']} | "
                   f"{e['peak_rss_mb']} |", "", e["how"]]
@@ -171,10 +177,7 @@ def markdown_report(r: Dict[str, Any]) -> str:
             lines += ["", f"Soak, {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} MB -> "
                           f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)."]
     cv = r["cascade_vs_always_on"]
-    lines += ["", "## Cascade vs always-on", ""]
-    if cv.get("skipped"):
-        lines.append(f"Skipped: {cv['skipped']}")
-    else:
+    if _md_section(lines, "Cascade vs always-on", cv):
         lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
                   f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
                   f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
@@ -187,10 +190,7 @@ def markdown_report(r: Dict[str, Any]) -> str:
         if proj:
             lines += ["", f"Projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})."]
     rv = r["rwkv_vs_transformer"]
-    lines += ["", "## Enhanced RWKV vs Transformer (Fig. 4 analog)", ""]
-    if rv.get("skipped"):
-        lines.append(f"Skipped: {rv['skipped']}")
-    else:
+    if _md_section(lines, "Enhanced RWKV vs Transformer (Fig. 4 analog)", rv):
         lines += ["| length | RWKV ms | Transformer ms | RWKV GFLOPs | Transformer GFLOPs |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_rwkv_cells(x)) + " |" for x in rv["rows"]]
         lines += ["", f"{rv.get('speedup_at_max_length')}x faster at {rv.get('max_length')} steps on {rv.get('device')}; "
