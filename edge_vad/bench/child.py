@@ -36,12 +36,15 @@ from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import Config, GateConfig, HttpConfig
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import atomic_target
+from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
+from edge_vad.runtime.coarse import CoarseStage
+from edge_vad.runtime.fine_model import FineModel
+from edge_vad.runtime.loaded_models import load_models
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.pipeline import Pipeline
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.runner import build_sinks
-from edge_vad.runtime.stages import CoarseStage, FineModel, load_models, plan_backends
 from edge_vad.sources import open_source
 
 ALWAYS_ON_THRESHOLD = 1e-300  # gate thresholds so low that any score > 0 keeps it open (sigmoid is never 0 here)

@@ -1,6 +1,6 @@
 """Per-stage latency on the best local backend: cold start (load + first inference) and p50/p95/p99 after warm-up.
 
-Stages, as the runtime runs them (edge_vad.runtime.stages):
+Stages, as the runtime runs them (edge_vad.runtime.coarse, fine_model):
 - preprocess        decoded BGR frame -> the backbone's input tensor (resize, normalise or quantise)
 - coarse_backbone   one frame through the backbone graph (feature, heatmap, ImageNet logits, trunk feature)
 - qacm              the QACM student on a window of W real features
@@ -28,17 +28,10 @@ from edge_vad.bench.timing import summarise, time_calls, timed_once
 from edge_vad.bundle.manifest import Manifest
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError
-from edge_vad.runtime.stages import (
-    CoarseOutput,
-    CoarseStage,
-    FineModel,
-    ModelSet,
-    SharedModel,
-    choose_target,
-    load_fine_tables,
-    load_stage,
-    plan_backends,
-)
+from edge_vad.runtime.backend_plan import choose_target, plan_backends
+from edge_vad.runtime.coarse import CoarseOutput, CoarseStage
+from edge_vad.runtime.fine_model import FineModel
+from edge_vad.runtime.loaded_models import ModelSet, SharedModel, load_fine_tables, load_stage
 
 log = logging.getLogger("edge_vad.bench")
 

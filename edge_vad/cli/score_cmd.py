@@ -34,10 +34,13 @@ from edge_vad.config import load_config
 from edge_vad.errors import EdgeVadError
 from edge_vad.eval.scores_io import CLASS_SUFFIX, CLASSES_KEY
 from edge_vad.fileio import atomic_target
+from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
+from edge_vad.runtime.coarse import CoarseStage
+from edge_vad.runtime.fine_model import FineModel
+from edge_vad.runtime.loaded_models import load_models
 from edge_vad.runtime.pipeline import Pipeline
 from edge_vad.runtime.report import ScoreLog
-from edge_vad.runtime.stages import CoarseStage, FineModel, load_models, plan_backends
 from edge_vad.sources import open_source
 from edge_vad.sources.image_folder import IMAGE_EXTENSIONS
 

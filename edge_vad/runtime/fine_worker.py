@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from edge_vad.runtime.events import FineSummary
-from edge_vad.runtime.stages import FineFrame, FineModel, softmax
+from edge_vad.runtime.fine_model import FineFrame, FineModel, softmax
 
 log = logging.getLogger("edge_vad.fine")
 

@@ -38,13 +38,14 @@ from edge_vad.config import Config
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime.clips import ClipRecorder, FinishedClip
+from edge_vad.runtime.coarse import CoarseOutput, CoarseStage
 from edge_vad.runtime.events import Event, EventBuilder, FineSummary, utc_now
+from edge_vad.runtime.fine_model import FineFrame, FineModel
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineResult, FineWorker, InlineFine
 from edge_vad.runtime.gate import Gate, GateDecision
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.snapshot import write_snapshot
-from edge_vad.runtime.stages import CoarseOutput, CoarseStage, FineFrame, FineModel
 from edge_vad.sources.base import Frame, Source, SourceState
 
 log = logging.getLogger("edge_vad.pipeline")

@@ -32,13 +32,16 @@ from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import Config, load_config
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime import sdnotify
+from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
+from edge_vad.runtime.coarse import CoarseStage
 from edge_vad.runtime.events import EventSinks, JsonlEventWriter, StdoutEventSink
+from edge_vad.runtime.fine_model import FineModel
 from edge_vad.runtime.http_server import HttpServer
+from edge_vad.runtime.loaded_models import ModelSet, load_models
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.pipeline import READ_TIMEOUT_S, Pipeline, PipelineResult
 from edge_vad.runtime.report import ScoreLog, write_report
-from edge_vad.runtime.stages import CoarseStage, FineModel, ModelSet, load_models, plan_backends
 from edge_vad.sources import Source, open_source
 
 log = logging.getLogger("edge_vad.run")

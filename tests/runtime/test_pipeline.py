@@ -21,16 +21,17 @@ from edge_vad.bundle import Preprocessing
 from edge_vad.config import Config, EventsConfig, FineConfig, GateConfig
 from edge_vad.constants import LITE0_MEAN, LITE0_STD
 from edge_vad.head_input import FEATURE_MOTION, head_inputs
+from edge_vad.runtime.coarse import CoarseOutput, CoarseState, push_window
 from edge_vad.runtime.events import Event, FineSummary
+from edge_vad.runtime.fine_model import FineFrame
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineWorker
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.pipeline import Pipeline, sample_evenly
 from edge_vad.runtime.preprocess import Preprocessor, normalise, resize_frame
 from edge_vad.runtime.report import ScoreLog
-from edge_vad.runtime.stages import CoarseOutput, CoarseState, FineFrame, push_window
 from edge_vad.sources import open_source
-from edge_vad_test_support.bundles import (HIDDEN, SUIT, any_bundle, exported_bundle, shipped_bundle, write_test_fine,
-                                           write_video)
+from edge_vad_test_support.bundles import any_bundle, exported_bundle, shipped_bundle, write_test_fine, write_video
+
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
@@ -287,7 +288,8 @@ def _real_frames(shared_data: Path, n: int) -> List[np.ndarray]:
 
 def _load(bundle: Path, backend: Optional[str] = None, fine: bool = True):
     from edge_vad.bundle import verify_bundle
-    from edge_vad.runtime.stages import load_models, plan_backends
+    from edge_vad.runtime.backend_plan import plan_backends
+    from edge_vad.runtime.loaded_models import load_models
 
     manifest = verify_bundle(bundle).manifest
     return load_models(bundle, manifest, plan_backends(manifest, bundle, backend, fine=fine))
@@ -298,8 +300,9 @@ def test_coarse_scores_equal_the_pytorch_student(exported, shared_data: Path) ->
     fed the head inputs of the runtime's own backbone features: proves the window semantics, the streaming
     frame difference and the QACM graph."""
     torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
-    from edge_vad.runtime.stages import CoarseStage
     from edge_vad_models.checkpoint import load_coarse
+
+    from edge_vad.runtime.coarse import CoarseStage
 
     bundle, ckpt = exported
     frames = _real_frames(shared_data, 24)  # > W = 15: the window fills, then slides
@@ -326,9 +329,11 @@ def test_fine_stage_equals_the_pytorch_fine_stage(exported, shared_data: Path) -
     """Per-frame class logits (explicit RWKV state, text-table row per frame) and the event's MIL top-k
     probabilities == FineStage.forward on the same features and rows."""
     torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
-    from edge_vad.runtime.fine_worker import FineProcessor
-    from edge_vad.runtime.stages import CoarseStage, FineModel
     from edge_vad_models.training.fine import load_fine
+
+    from edge_vad.runtime.coarse import CoarseStage
+    from edge_vad.runtime.fine_model import FineModel
+    from edge_vad.runtime.fine_worker import FineProcessor
 
     bundle, ckpt = exported
     frames = _real_frames(shared_data, 20)
@@ -368,7 +373,7 @@ def test_int8_tflite_coarse_stage_tracks_fp32(shared_data: Path) -> None:
         pytest.skip("no shipped default bundle yet (edge_vad/bundles/default)")
     from edge_vad.backends import backend_status
     from edge_vad.bundle import load_manifest
-    from edge_vad.runtime.stages import CoarseStage
+    from edge_vad.runtime.coarse import CoarseStage
 
     if "tflite-int8" not in load_manifest(bundle).targets:
         pytest.skip("the shipped bundle has no tflite-int8 target")
@@ -426,9 +431,9 @@ def _clip_bundle(exported: Tuple[Path, Path], root: Path) -> Tuple[Path, Path]:
     import shutil
 
     import torch
+    from edge_vad_models.fine.clip_vit_b16 import TINY_CLIP_CFG, build_clip
 
     from edge_vad.cli.export_cmd import run_export
-    from edge_vad_models.fine.clip_vit_b16 import TINY_CLIP_CFG, build_clip
 
     ckpt = root / "ckpt"
     ckpt.mkdir(parents=True)
@@ -447,11 +452,13 @@ def test_clip_fine_stage_equals_pytorch(exported, shared_data: Path, tmp_path: P
     """clip-vit-b16 path: CLIP pixels (shorter side, centre crop), the image tower, the zero-shot description
     (argmax cosine with the bundle's description embeddings), then the fine head == the PyTorch modules."""
     torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
-    from edge_vad.runtime.fine_worker import FineProcessor
-    from edge_vad.runtime.stages import CoarseStage, FineModel
-    from edge_vad_export.exporter import clip_pixels
+    from edge_vad_export.fine_export import clip_pixels
     from edge_vad_models.fine.clip_vit_b16 import build_clip_encoders
     from edge_vad_models.training.fine import load_fine
+
+    from edge_vad.runtime.coarse import CoarseStage
+    from edge_vad.runtime.fine_model import FineModel
+    from edge_vad.runtime.fine_worker import FineProcessor
 
     bundle, ckpt = _clip_bundle(exported, tmp_path)
     frames = _real_frames(shared_data, 10)
