@@ -16,7 +16,8 @@ def run_export(checkpoint: str, targets: str, calib: Optional[Path], out: Path, 
                inline_weights: bool = False) -> dict[str, Any]:
     """Check the options, export, print the bundle's table; returns {"bundle": path, "manifest": {...}}."""
     try:
-        from edge_vad_export.exporter import export_bundle, plan_export
+        from edge_vad_export.export_plan import plan_export
+        from edge_vad_export.exporter import export_bundle
     except ImportError as exc:
         raise MissingDependency(f"export needs the export toolchain ({exc}); install it with: {EXPORT_HINT}") from None
     from rich.console import Console

@@ -243,15 +243,15 @@ def test_existing_out_needs_force(tmp_path: Path) -> None:
 
 
 def test_tflite_int8_target_names_the_export_extra_when_missing(tmp_path: Path, monkeypatch) -> None:
-    from edge_vad_export import exporter
+    from edge_vad_export import export_plan
 
-    monkeypatch.setattr(exporter, "tflite_hook_missing", lambda: "litert_torch not installed")
+    monkeypatch.setattr(export_plan, "tflite_hook_missing", lambda: "litert_torch not installed")
     with pytest.raises(MissingDependency, match=r"needs the export extra .*edge-vad\[export\]"):
         run_export("default", "tflite-int8", tmp_path, tmp_path / "b", False, "lite0-minilm", None)
 
 
 def test_tensorrt_plan_says_engines_are_built_on_device(tmp_path: Path) -> None:
-    from edge_vad_export.exporter import plan_export
+    from edge_vad_export.export_plan import plan_export
 
     plan = plan_export("default", "tensorrt", None, tmp_path / "b")
     assert any("built on the device" in n and "fp16" in n for n in plan.notes())
@@ -338,16 +338,16 @@ def test_auc_agreement_check() -> None:
 
 @pytest.mark.slow
 def test_tflite_int8_bundle(exported, tmp_path: Path, monkeypatch) -> None:
-    from edge_vad_export import exporter
+    from edge_vad_export import export_plan, int8_export
 
-    missing = exporter.tflite_hook_missing()
+    missing = export_plan.tflite_hook_missing()
     if missing:
         pytest.skip(f"tflite-int8 hook unavailable here ({missing}); needs the export extra")
     _, _, ckpt, calib = exported
     if calib is None:
         pytest.skip("int8 calibration needs real frames from ../shared/data")
-    monkeypatch.setattr(exporter, "CALIBRATION_FRAMES", 16)  # the export uses 64; 16 keeps the test short
-    monkeypatch.setattr(exporter, "INT8_PARITY_FRAMES", 8)
+    monkeypatch.setattr(int8_export, "CALIBRATION_FRAMES", 16)  # the export uses 64; 16 keeps the test short
+    monkeypatch.setattr(int8_export, "INT8_PARITY_FRAMES", 8)
     result = run_export(str(ckpt), "onnx,tflite-int8", calib, tmp_path / "b8", False, "lite0-minilm", None)
     manifest = verify_bundle(result["bundle"]).manifest
     bb, q = manifest.artifacts["coarse_backbone_int8"], manifest.artifacts["qacm_int8"]

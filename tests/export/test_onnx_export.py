@@ -184,7 +184,7 @@ def test_teacher_step_and_qacm_window(tmp_path: Path) -> None:
 
 
 def test_clip_visual_export_parity_and_count(tmp_path: Path) -> None:
-    from edge_vad_export.exporter import clip_pixels
+    from edge_vad_export.fine_export import clip_pixels
     from edge_vad_models.fine.clip_vit_b16 import TINY_CLIP_CFG, build_clip_encoders
 
     torch.manual_seed(0)

@@ -1,0 +1,95 @@
+"""The manifest's fields of an export run: preprocessing, targets, budgets per pipeline, coarse and fine
+stage records (validated by the runtime's schema in edge_vad.bundle.manifest when the bundle is written)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Callable, Optional
+
+from edge_vad.bundle.manifest import FORMAT_VERSION
+from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, SNIPPET_FRAMES
+from edge_vad_export.export_work import ExportWork, tool_versions
+from edge_vad_export.fine_export import FineSource
+
+
+def heatmap_fields(coarse: Any) -> dict[str, Any]:
+    """The deployed head's channel weights for the device's heatmap (the student; the teacher without one)."""
+    from edge_vad_models.explain.heatmaps import WEIGHT_RULES, channel_weights
+
+    head = "student" if coarse.student is not None else "teacher"
+    weights = channel_weights(coarse, head)
+    return {"heatmap_weights": [round(float(w), 7) for w in weights],
+            "heatmap_rule": f"relu(sum_c w_c F_A[c]), w = {head}: {WEIGHT_RULES[head]}"}
+
+
+def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], fine_fields: dict[str, Any],
+                     sources: dict[str, Optional[str]], int8_tools: dict[str, str],
+                     pipeline_budgets: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    plan, arts = work.plan, work.writer.artifacts
+    backbone, student = coarse.backbone, coarse.student
+    pre = backbone.preprocess
+    preprocessing = {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "pixel_format": pre.pixel_format,
+                     "resize": "whole frame, cv2.INTER_AREA, no crop" if pre.interpolation == "area" else
+                     f"whole frame, cv2.INTER_{pre.interpolation.upper()}, no crop",
+                     "interpolation": pre.interpolation, "layout": pre.layout}
+    onnx_names = [n for n, a in arts.items() if a["format"] == "onnx"]
+    data_names = [n for n, a in arts.items() if a["format"] == "npy" and a["stage"] == "text_table"]
+    targets: dict[str, Any] = {"onnx": {"backends": ["onnxruntime"], "artifacts": onnx_names + data_names}}
+    if "tensorrt" in plan.targets:
+        trt_graphs = [n for n in ("coarse_backbone", "qacm", "clip_visual", "fine_head") if n in arts]
+        targets["tensorrt"] = {
+            "backends": ["tensorrt", "onnxruntime"], "artifacts": onnx_names + data_names,
+            "tensorrt": {"onnx_artifacts": trt_graphs, "precision": plan.tensorrt_precision,
+                         "calibration_artifact": "tensorrt_calibration" if "tensorrt_calibration" in arts else None},
+            "notes": "engines are built on the device and cached; recurrent and small graphs may run on onnxruntime"}
+    if plan.int8:
+        coral = [n for n in ("coarse_backbone_int8", "qacm_int8") if n in arts]
+        cpu = [n for n in ("fine_head", "clip_visual") if n in arts]
+        targets["tflite-int8"] = {
+            "backends": ["edgetpu", "tflite"], "artifacts": coral + cpu + data_names,
+            "notes": "the int8 coarse graphs run on the Edge TPU (after edgetpu_compiler) or the TFLite CPU "
+                     "interpreter; the fine stage's fp32 ONNX runs on the CPU with onnxruntime"}
+
+    pipelines = {}
+    coarse_parts = [work.counts[n] for n in ("coarse_backbone", "qacm") if n in work.counts]
+    pipelines["coarse_per_frame"] = pipeline_budgets(coarse_parts, "coarse_backbone + qacm")
+    fine_parts = [work.counts[n] for n in ("clip_visual", "fine_head") if n in work.counts]
+    if fine_parts:
+        label = " + ".join(n for n in ("clip_visual", "fine_head") if n in work.counts)
+        pipelines["fine_per_frame"] = pipeline_budgets(fine_parts, label)
+
+    fields: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "tools": {**tool_versions(("open_clip_torch",) if fine is not None and fine.clip_image is not None else ()),
+                  **int8_tools},
+        "source_checkpoints": sources,
+        "targets": targets,
+        "preprocessing": preprocessing,
+        "snippet_frames": SNIPPET_FRAMES,
+        "classes": list(fine.stage.class_names) if fine is not None else [],  # fine-stage classes
+        "coarse": {"backbone": backbone.backbone_name, "backbone_weights_sha256": backbone.weights_sha256(),
+                   "feature_dim": int(backbone.branch_channels), "trunk_dim": int(backbone.spec.trunk_channels),
+                   "head_input": coarse.head_input, **heatmap_fields(coarse),
+                   "gate": coarse.raw.get("gate"),
+                   "heatmap_size": int(backbone.heatmap_size),
+                   "window": int(student.window) if student is not None else None,
+                   "temperature": coarse.temperature},
+        "pipeline_budgets": pipelines,
+    }
+    if fine is not None:
+        stage = fine.stage
+        fields["fine"] = {"encoder": fine.encoder, "image_input": fine.image_input, "feature_dim": int(stage.feature_dim),
+                          "hidden_dim": int(stage.in_proj.out_features), "embed_dim": int(stage.out_proj.out_features),
+                          "tau": float(stage.tau), "normal_class": int(stage.normal_index),
+                          "mil_divisor": int(stage.mil_divisor),
+                          "frames_per_snippet": CLIP_FRAMES_PER_SNIPPET if fine.clip_image is not None else SNIPPET_FRAMES,
+                          **fine_fields}
+        clip = fine.image_input == "clip_visual"
+        fields["descriptions"] = {
+            "source": "clip_zero_shot" if clip else "imagenet_logits",
+            "vocabulary": list(fine.vocabulary), "rows": list(stage.prompt.descriptions),
+            "vocabulary_to_row": list(fine.vocabulary_to_row), "fallback_row": fine.fallback_row,
+            "template": fine.description_template,
+            "embeddings_artifact": "description_embeddings" if "description_embeddings" in arts else None}
+    return fields
