@@ -37,3 +37,6 @@ XD_VIOLENCE_CODES = {"A": "normal", "B1": "fighting", "B2": "shooting", "B4": "r
 JETSON_NANO_MAX_PARAMS = 100e6  # Jetson Nano budget used in the paper (Sec. V, Table X)
 JETSON_NANO_MAX_FLOPS = 100e9  # per forward pass
 CORAL_MAX_MODEL_BYTES = 32 * 1024 * 1024  # Coral Edge TPU model size budget (paper, Table X)
+# The default whole-frame resize (edge_vad.resize): integer-factor INTER_AREA, then INTER_LINEAR_EXACT; the same
+# pixels on x86 and arm64, where plain INTER_AREA rounds differently (DESIGN.md, "Board facts")
+EXACT_AREA = "exact-area"

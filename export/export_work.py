@@ -49,10 +49,9 @@ def tool_versions(extra: Sequence[str] = ()) -> dict[str, str]:
 
 def resized_rgb(frame_bgr: np.ndarray, preprocess: Any) -> np.ndarray:
     """uint8 BGR frame -> uint8 RGB [size, size, 3] resized as `preprocess` says (TensorRT calibration data)."""
-    import cv2
+    from edge_vad.resize import resize_square
 
-    interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[preprocess.interpolation]
-    img = cv2.resize(frame_bgr, (preprocess.size, preprocess.size), interpolation=interp)
+    img = resize_square(frame_bgr, preprocess.size, preprocess.interpolation)
     return np.ascontiguousarray(img[..., ::-1] if preprocess.pixel_format == "RGB" else img)
 
 

@@ -7,7 +7,8 @@ import datetime as _dt
 from typing import Any, Callable, Optional
 
 from edge_vad.bundle.manifest import FORMAT_VERSION
-from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, SNIPPET_FRAMES
+from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, EXACT_AREA, SNIPPET_FRAMES
+from edge_vad.resize import EXACT_AREA_TEXT
 from edge_vad_export.export_work import ExportWork, tool_versions
 from edge_vad_export.fine_export import FineSource
 
@@ -29,7 +30,7 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
     backbone, student = coarse.backbone, coarse.student
     pre = backbone.preprocess
     preprocessing = {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "pixel_format": pre.pixel_format,
-                     "resize": "whole frame, cv2.INTER_AREA, no crop" if pre.interpolation == "area" else
+                     "resize": EXACT_AREA_TEXT if pre.interpolation == EXACT_AREA else
                      f"whole frame, cv2.INTER_{pre.interpolation.upper()}, no crop",
                      "interpolation": pre.interpolation, "layout": pre.layout}
     onnx_names = [n for n, a in arts.items() if a["format"] == "onnx"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_vad.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD
+from edge_vad.constants import EXACT_AREA, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import sha256_file  # re-exported: checkpoint, features, exporter and tests import it from here
 
@@ -43,7 +43,7 @@ IMAGENET_CLASSES = 1000  # width of the backbones' own ImageNet-1k classifiers
 class PreprocessSpec:
     """How a uint8 BGR frame becomes the backbone input; the runtime must apply the same mapping.
 
-    Whole frame resized (no crop, aspect not kept) to size x size with OpenCV `interpolation`,
+    Whole frame resized (no crop, aspect not kept) to size x size with `interpolation` (edge_vad.resize),
     channels reordered to `pixel_format`, then per channel (x / 255 - mean) / std, layout NCHW.
     """
 
@@ -51,7 +51,9 @@ class PreprocessSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     pixel_format: str = "RGB"
-    interpolation: str = "area"  # cv2.INTER_AREA: averages when shrinking large camera frames (no aliasing)
+    # edge_vad.resize: integer-factor INTER_AREA then INTER_LINEAR_EXACT; averages when shrinking large camera
+    # frames (no aliasing) and gives the same pixels on x86 and arm64 (plain INTER_AREA does not)
+    interpolation: str = EXACT_AREA
     layout: str = "NCHW"
 
     def as_dict(self) -> dict[str, Any]:
@@ -224,13 +226,13 @@ def preprocess_bgr(frames: np.ndarray, preprocess: PreprocessSpec) -> torch.Tens
         raise EdgeVadError(
             f"preprocess_bgr expects uint8 BGR frames [N,H,W,3], got {arr.dtype} {list(arr.shape)}; decode with cv2"
         )
-    import cv2  # here, not at the top: the GPU benchmark builds the networks on machines without OpenCV
+    # here, not at the top: the GPU benchmark builds the networks on machines without OpenCV
+    from edge_vad.resize import resize_square
 
-    interpolation = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[preprocess.interpolation]
     size = preprocess.size
     resized = np.empty((arr.shape[0], size, size, 3), dtype=np.float32)
     for i, frame in enumerate(arr):
-        resized[i] = cv2.resize(frame, (size, size), interpolation=interpolation)
+        resized[i] = resize_square(frame, size, preprocess.interpolation)
     if preprocess.pixel_format == "RGB":
         resized = resized[..., ::-1]
     scale_mean = np.asarray(preprocess.mean, dtype=np.float32) * 255.0

@@ -3,8 +3,8 @@
     pre = Preprocessor(manifest.preprocessing, backend.inputs[0], layout="NCHW")
     feed = pre(frame.image)          # {"image": array} ready for backend.infer(feed, raw=pre.raw)
 
-Float inputs (ONNX, TensorRT, float TFLite): resize the WHOLE frame to size x size with the named cv2
-interpolation (no crop, aspect not kept), reorder BGR -> RGB when the manifest says RGB, then per channel
+Float inputs (ONNX, TensorRT, float TFLite): resize the WHOLE frame to size x size with the named
+interpolation (no crop, aspect not kept; "exact-area", edge_vad.resize, is the same on x86 and arm64), reorder BGR -> RGB when the manifest says RGB, then per channel
 (x - mean * scale) / (std * scale) in float32, which is (x / scale - mean) / std written the way the exporter
 (edge_vad_models.backbones.preprocess_bgr) computes it, so both round the same; NCHW or NHWC as the input is.
 
@@ -29,18 +29,20 @@ import numpy as np
 from edge_vad.backends.base import TensorSpec, quantize
 from edge_vad.bundle.manifest import Preprocessing
 from edge_vad.errors import EdgeVadError
+from edge_vad.resize import CV2_INTERPOLATIONS, INTERPOLATIONS, resize_square
 
-INTERPOLATIONS: Dict[str, int] = {
-    "area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST,
-}
+
+def _unknown_interpolation(name: str) -> EdgeVadError:
+    return EdgeVadError(f"manifest preprocessing.interpolation {name!r} is not one of {list(INTERPOLATIONS)}; "
+                        "re-export the bundle, or update edge-vad")
 
 
 def interpolation_flag(name: str) -> int:
+    """The cv2 flag of a plain cv2 interpolation name (the centre-crop path takes only these)."""
     try:
-        return INTERPOLATIONS[name.lower()]
+        return CV2_INTERPOLATIONS[name.lower()]
     except KeyError:
-        raise EdgeVadError(f"manifest preprocessing.interpolation {name!r} is not one of {sorted(INTERPOLATIONS)}; "
-                           "re-export the bundle with this edge-vad") from None
+        raise _unknown_interpolation(name) from None
 
 
 def crops_centre(pre: Preprocessing) -> bool:
@@ -53,15 +55,18 @@ def resize_frame(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """uint8 BGR frame -> uint8 [size, size, 3] in the manifest's pixel format."""
     if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise EdgeVadError(f"frames must be uint8 BGR [H, W, 3], got {image_bgr.dtype} {image_bgr.shape}")
-    size, flag = pre.size, interpolation_flag(pre.interpolation)
+    size = pre.size
     if crops_centre(pre):
+        flag = interpolation_flag(pre.interpolation)
         h, w = image_bgr.shape[:2]
         scale = size / min(h, w)
         resized = cv2.resize(image_bgr, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=flag)
         top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
         resized = resized[top:top + size, left:left + size]
     else:
-        resized = cv2.resize(image_bgr, (size, size), interpolation=flag)
+        if pre.interpolation not in INTERPOLATIONS:
+            raise _unknown_interpolation(pre.interpolation)
+        resized = resize_square(image_bgr, size, pre.interpolation)
     return resized[..., ::-1] if pre.pixel_format == "RGB" else resized
 
 

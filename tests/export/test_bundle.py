@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime", reason="needs onnxruntime")
 
 from edge_vad.bundle import MANIFEST_NAME, load_manifest, verify_bundle  # noqa: E402
 from edge_vad.cli.export_cmd import run_export  # noqa: E402
-from edge_vad.constants import XD_VIOLENCE_CLASSES  # noqa: E402
+from edge_vad.constants import EXACT_AREA, XD_VIOLENCE_CLASSES  # noqa: E402
 from edge_vad.errors import EdgeVadError, MissingDependency  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -103,7 +103,7 @@ def test_round_trip_bundle_verifies(exported) -> None:
     assert manifest.source_checkpoints["coarse.pt"] == sha256_file(ckpt / "coarse.pt")
     assert manifest.source_checkpoints["fine.pt"] == sha256_file(ckpt / "fine.pt")
     assert manifest.tools["torch"] == torch.__version__ and manifest.tools["onnx"] != "not installed"
-    assert manifest.preprocessing.size == 224 and manifest.preprocessing.resize == "whole frame, cv2.INTER_AREA, no crop"
+    assert manifest.preprocessing.size == 224 and manifest.preprocessing.interpolation == EXACT_AREA
     assert manifest.coarse.window == 15 and manifest.coarse.temperature == 2.5
     assert manifest.classes == list(XD_VIOLENCE_CLASSES) and manifest.snippet_frames == 16
 
