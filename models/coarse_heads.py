@@ -90,3 +90,72 @@ class QACMStudent(nn.Module):
             raise EdgeVadError(
                 f"QACMStudent.forward_window expects [batch, {self.window}, {self.in_dim}], got {list(x.shape)}")
         return self._logits(x)[:, 0]
+
+
+class WindowStatsHead(nn.Module):
+    """The streaming coarse head of issue 15: fixed window statistics of the last `window` frame vectors, then a
+    standardised linear readout to one logit (a regularised logistic regression, fitted by
+    edge_vad_models.training.window_design; numpy twin: edge_vad_models.training.window_stats).
+
+    Per channel c of the [B, window, in_dim] input: mean, mean and max of |x_(i+1) - x_i|, mean |x_i - mean|.
+    Written with ops the int8 TFLite / Edge TPU path keeps integer (DESIGN.md toolchain traps): the frame
+    differences are depthwise (1, 2) convolutions with fixed weights (+1, -1) and (-1, +1), |d| = relu(d) +
+    relu(-d), means and maxima over the time axis of an NCHW [B, C, 1, W] tensor through average / max
+    pooling, and one 1x1 convolution per statistic (not a concatenation: each statistic keeps its own int8
+    range) whose outputs are summed. Causal by construction; stream start repeats the first frame (runtime).
+    """
+
+    STATS = ("mean", "dmean", "dmax", "dev")
+
+    def __init__(self, in_dim: int, window: int):
+        super().__init__()
+        if window < 2:
+            raise EdgeVadError(f"a window-statistics head needs window >= 2, got {window}")
+        self.in_dim, self.window = in_dim, window
+        diff = torch.zeros(2 * in_dim, 1, 1, 2)
+        diff[:in_dim, 0, 0] = torch.tensor([-1.0, 1.0])  # x_(i+1) - x_i
+        diff[in_dim:, 0, 0] = torch.tensor([1.0, -1.0])  # x_i - x_(i+1)
+        self.register_buffer("diff_weight", diff)
+        # standardisation (mean / scale per statistic and channel) and the linear readout, set by `load_fitted`
+        self.register_buffer("center", torch.zeros(len(self.STATS), in_dim))
+        self.register_buffer("scale", torch.ones(len(self.STATS), in_dim))
+        self.readout = nn.ModuleList(nn.Conv2d(in_dim, 1, kernel_size=1, bias=(i == 0)) for i in range(len(self.STATS)))
+
+    def load_fitted(self, center: Tensor, scale: Tensor, coef: Tensor, intercept: float) -> "WindowStatsHead":
+        """Standardiser (center, scale [4, D]) and logistic-regression weights (coef [4 * D], stats-major)."""
+        with torch.no_grad():
+            self.center.copy_(center)
+            self.scale.copy_(scale)
+            w = coef.reshape(len(self.STATS), self.in_dim)
+            for i, conv in enumerate(self.readout):
+                conv.weight.copy_((w[i] / scale[i]).reshape(1, -1, 1, 1))
+            self.readout[0].bias.fill_(float(intercept) - float(((w / scale) * center).sum()))
+        return self
+
+    def stats(self, x: Tensor) -> list[Tensor]:
+        """[B, W, D] -> four [B, D, 1, 1] statistics (the NCHW view the int8 path converts cleanly)."""
+        t = x.transpose(1, 2).unsqueeze(2)  # [B, D, 1, W]
+        w = self.window
+        mean = nn.functional.avg_pool2d(t, (1, w))
+        both = nn.functional.conv2d(torch.cat([t, t], dim=1), self.diff_weight, groups=2 * self.in_dim)
+        absdiff = torch.relu(both[:, :self.in_dim]) + torch.relu(both[:, self.in_dim:])  # [B, D, 1, W - 1]
+        dmean = nn.functional.avg_pool2d(absdiff, (1, w - 1))
+        dmax = nn.functional.max_pool2d(absdiff, (1, w - 1))
+        dev = nn.functional.avg_pool2d(torch.relu(t - mean) + torch.relu(mean - t), (1, w))
+        return [mean, dmean, dmax, dev]
+
+    def forward_window(self, x: Tensor) -> Tensor:
+        """The last `window` frame vectors [B, window, in_dim] -> the last frame's logit [B]."""
+        if x.dim() != 3 or x.shape[1] != self.window or x.shape[-1] != self.in_dim:
+            raise EdgeVadError(
+                f"WindowStatsHead.forward_window expects [batch, {self.window}, {self.in_dim}], got {list(x.shape)}")
+        out = sum(conv(s) for conv, s in zip(self.readout, self.stats(x)))
+        return out.reshape(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, T, in_dim] -> logits [B, T]; causal, the first frame repeated to fill the window at t < window."""
+        pad = x[:, :1].expand(-1, self.window - 1, -1)
+        seq = torch.cat([pad, x], dim=1)
+        wins = seq.unfold(1, self.window, 1).transpose(2, 3)  # [B, T, W, D]
+        b, t = wins.shape[:2]
+        return self.forward_window(wins.reshape(b * t, self.window, self.in_dim)).reshape(b, t)

@@ -47,7 +47,7 @@ class FeatureSpec:
     feature: str  # "fa" or "trunk"
     dim: int
     frame_sampling: str = "every decoded frame"
-    resize: str = "whole frame to 224x224, cv2.INTER_AREA, no crop"
+    resize: str = "whole frame to 224x224 as the backbone's PreprocessSpec says (edge_vad.resize), no crop"
     normalisation: dict = field(default_factory=dict)
     snippet_frames: int = SNIPPET_FRAMES
     snippet_rule: str = "mean of 16 consecutive frame features; the last snippet may be shorter"
@@ -134,7 +134,9 @@ class TrunkRunner:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, frames_bgr: list[np.ndarray]) -> np.ndarray:
-        x = self.model.preprocess_bgr(np.stack([cv_resize_keep(f) for f in frames_bgr])).numpy()
+        # Each frame at its decoded size through the manifest's resize: exactly what the runtime does (no
+        # pre-shrink: an extra INTER_AREA step before the backbone's own resize changed the pixels it saw).
+        x = np.concatenate([self.model.preprocess_bgr(f).numpy() for f in frames_bgr])
         return self.session.run(None, {"image": x})[0]
 
 
@@ -144,18 +146,6 @@ def trunk_maps_of(runner: TrunkRunner, path: Path, batch_size: int = 16) -> np.n
     if not chunks:
         raise EdgeVadError(f"{path}: no frame could be decoded; check the file or remove it from the list")
     return np.concatenate(chunks)
-
-
-def cv_resize_keep(frame: np.ndarray) -> np.ndarray:
-    """Frames of different sizes cannot be stacked; the backbone resizes to 224 anyway, so
-    bring very large frames down first (cheaper, same result up to interpolation)."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    if max(h, w) > 640:
-        scale = 640 / max(h, w)
-        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return frame
 
 
 @torch.no_grad()

@@ -140,9 +140,7 @@ class CoarseExplainer:
 
                 self._runner = TrunkRunner(self.ckpt.backbone)
             return np.asarray(self._runner(list(frames_bgr)), dtype=np.float32)
-        from edge_vad_models.features import cv_resize_keep
-
-        x = self.ckpt.backbone.preprocess_bgr(np.stack([cv_resize_keep(f) for f in frames_bgr]))
+        x = torch.cat([self.ckpt.backbone.preprocess_bgr(f) for f in frames_bgr])
         with torch.no_grad():
             return self.ckpt.backbone.trunk(x).numpy()
 
