@@ -12,7 +12,8 @@ One JSON object per line (schema `EVENT_SCHEMA_VERSION`):
     start_time, end_time (ISO 8601 UTC wall clock; end null until end), emitted_at,
     frames (scores seen), peak_score, mean_score,
     fine (null or {class, probs{name: p}, description, top_snippets}), clip, snapshot
-    (paths once written, else null).
+    (paths once written, else null), region (null or the top heatmap region of the event's peak frame:
+    {x, y, w, h} in frame pixels, score, cells; edge_vad.runtime.heatmap).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Event:
     fine: Optional[Dict[str, Any]] = None
     clip: Optional[str] = None
     snapshot: Optional[str] = None
+    region: Optional[Dict[str, Any]] = None
     schema: int = EVENT_SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:
@@ -106,6 +108,7 @@ class EventBuilder:
         self.fine: Optional[Dict[str, Any]] = None
         self.clip: Optional[str] = None
         self.snapshot: Optional[str] = None
+        self.region: Optional[Dict[str, Any]] = None
         self.ended = False
 
     def add_score(self, score: float) -> None:
@@ -139,12 +142,14 @@ class EventBuilder:
 
     def end(self, end_frame: int, end_s: float, fine: Union[FineSummary, Mapping[str, Any], None] = None, *,
             clip: Union[str, Path, None] = None, snapshot: Union[str, Path, None] = None,
-            ended_at: Optional[datetime] = None) -> Event:
+            ended_at: Optional[datetime] = None, region: Optional[Mapping[str, Any]] = None) -> Event:
         """The end record. `ended_at`: wall clock when the gate closed, if the record is sent
         later (e.g. held until the clip's post-roll is written); default now."""
         if self.ended:
             raise RuntimeError(f"event {self.id} already ended")
         self._absorb(fine, clip, snapshot)
+        if region is not None:
+            self.region = dict(region)
         self.ended = True
         return self._record("end", end_frame=int(end_frame), end_s=float(end_s),
                             end_time=iso_utc(ended_at or self._clock()))
@@ -162,7 +167,7 @@ class EventBuilder:
             id=self.id, type=kind, seq=self._seq, source=self.source, start_frame=self.start_frame,
             start_s=self.start_s, start_time=iso_utc(self.started_at), emitted_at=iso_utc(self._clock()),
             frames=self._n, peak_score=self.peak_score, mean_score=self.mean_score,
-            fine=self.fine, clip=self.clip, snapshot=self.snapshot, **end_fields,
+            fine=self.fine, clip=self.clip, snapshot=self.snapshot, region=self.region, **end_fields,
         )
         self._seq += 1
         return event

@@ -43,6 +43,7 @@ from edge_vad.runtime.events import Event, EventBuilder, FineSummary, utc_now
 from edge_vad.runtime.fine_model import FineFrame, FineModel
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineResult, FineWorker, InlineFine
 from edge_vad.runtime.gate import Gate, GateDecision
+from edge_vad.runtime.heatmap import top_region
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.snapshot import write_snapshot
@@ -78,6 +79,7 @@ class _Opening:
     peak_frame: Optional[int] = None
     peak_image: Optional[np.ndarray] = None
     peak_heat: Optional[np.ndarray] = None
+    peak_hw: Optional[tuple] = None  # the peak frame's (height, width), for the region box
     builder: Optional[EventBuilder] = None
     summary: Optional[FineSummary] = None
     outstanding: int = 0  # fine jobs submitted and neither reported nor dropped
@@ -261,7 +263,7 @@ class Pipeline:
             self._fine_results(self.worker.poll())  # inline mode: this frame's result is in already
         if self.log is not None:
             cls = op.summary.class_name if (d.open and op is not None and op.summary is not None) else ""
-            self.log.add(frame.index, frame.timestamp_s, score, d.open, cls)
+            self.log.add(frame.index, frame.timestamp_s, score, d.open, cls, d.smoothed)
         if self.metrics is not None:
             self.metrics.frame(self.name, gate_open=d.open)
 
@@ -283,8 +285,9 @@ class Pipeline:
             op.builder.add_score(out.score)
         if out.score > op.peak_score:
             op.peak_score, op.peak_frame = out.score, frame.index
+            op.peak_heat, op.peak_hw = out.heatmap, frame.image.shape[:2]
             if self.snapshot_dir is not None:
-                op.peak_image, op.peak_heat = frame.image.copy(), out.heatmap
+                op.peak_image = frame.image.copy()
         if record is not None:
             op.pending.append(record)
             if len(op.pending) >= self.snippet_frames:
@@ -383,8 +386,9 @@ class Pipeline:
             end_frame, end_t, ended_at = op.end
             snapshot = self._snapshot(op)
             clip = op.clip_file if op.clip_done else None
+            region = top_region(op.peak_heat, op.peak_hw) if op.peak_heat is not None else None
             self._emit(op.builder.end(end_frame, end_t, fine=op.summary, clip=clip, snapshot=snapshot,
-                                      ended_at=ended_at))
+                                      ended_at=ended_at, region=region))
             self._by_episode.pop(op.episode, None)
         self._closing = still
 

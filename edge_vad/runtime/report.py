@@ -1,14 +1,15 @@
 """Per-frame record of a run, and `--report DIR`: scores.csv, events.jsonl and curve.png.
 
     log = ScoreLog()
-    log.add(frame.index, frame.timestamp_s, score, gate_open, fine_class)   # every SCORED frame
+    log.add(frame.index, frame.timestamp_s, score, gate_open, fine_class, smoothed)   # every SCORED frame
     log.add_probs(frame.index, probs)                                        # frames the fine stage ran on
     write_report(out_dir, log, events, title="front-door", gate=cfg.gate)
 
 scores.csv columns, exactly: frame, time_s, coarse_score, gate_open (0/1), fine_class (the class the fine
-stage reported for the current gate opening when the frame was processed; empty when none). events.jsonl:
-the run's event records, one JSON object per line. curve.png: the coarse score over time, gate openings
-shaded, each opening labelled with its fine class. Each file is written to a temporary name, fsynced and
+stage reported for the current gate opening when the frame was processed; empty when none), smoothed_score
+(the gate's moving average, what opens and closes it; empty where not given). events.jsonl: the run's event
+records, one JSON object per line. curve.png: the raw coarse score (thin, light) and the smoothed score the
+gate acts on (bold) over time, gate openings shaded, each opening labelled with its fine class. Each file is written to a temporary name, fsynced and
 renamed, so a reader sees the old file or the whole new one.
 
 Storage is compact (about 20 bytes per scored frame) because `--report` may follow a long file.
@@ -27,7 +28,7 @@ import numpy as np
 from edge_vad.config import GateConfig
 from edge_vad.runtime.snapshot import atomic_write_bytes
 
-CSV_COLUMNS = ("frame", "time_s", "coarse_score", "gate_open", "fine_class")
+CSV_COLUMNS = ("frame", "time_s", "coarse_score", "gate_open", "fine_class", "smoothed_score")
 SCORES_CSV, EVENTS_JSONL, CURVE_PNG = "scores.csv", "events.jsonl", "curve.png"
 CURVE_SIZE_IN = (10.0, 3.6)  # figure size: wide enough for a few minutes of video at a glance
 CURVE_DPI = 110
@@ -40,6 +41,7 @@ class ScoreLog:
         self.frames = array("q")
         self.times = array("d")
         self.scores = array("f")
+        self.smoothed = array("f")  # NaN where the caller gave none
         self.gate = bytearray()
         self._class_ids = array("h")  # index into self.class_names, -1 for none
         self.class_names: List[str] = []
@@ -48,10 +50,12 @@ class ScoreLog:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def add(self, index: int, t: float, score: float, gate_open: bool, fine_class: Optional[str]) -> None:
+    def add(self, index: int, t: float, score: float, gate_open: bool, fine_class: Optional[str],
+            smoothed: Optional[float] = None) -> None:
         self.frames.append(int(index))
         self.times.append(float(t))
         self.scores.append(float(score))
+        self.smoothed.append(float("nan") if smoothed is None else float(smoothed))
         self.gate.append(1 if gate_open else 0)
         if fine_class:
             if fine_class not in self.class_names:
@@ -70,6 +74,9 @@ class ScoreLog:
     def score_array(self) -> np.ndarray:
         return np.frombuffer(self.scores, dtype=np.float32).astype(np.float64) if len(self.scores) else np.zeros(0)
 
+    def smoothed_array(self) -> np.ndarray:
+        return np.frombuffer(self.smoothed, dtype=np.float32).astype(np.float64) if len(self.smoothed) else np.zeros(0)
+
     def gate_array(self) -> np.ndarray:
         return np.frombuffer(bytes(self.gate), dtype=np.uint8).astype(bool)
 
@@ -86,7 +93,9 @@ def scores_csv(log: ScoreLog) -> str:
         cls = log.fine_class(i)
         if any(ch in cls for ch in ',"\n'):
             cls = '"' + cls.replace('"', '""') + '"'
-        lines.append(f"{log.frames[i]},{log.times[i]:.6f},{log.scores[i]:.6f},{log.gate[i]},{cls}")
+        sm = log.smoothed[i]
+        lines.append(f"{log.frames[i]},{log.times[i]:.6f},{log.scores[i]:.6f},{log.gate[i]},{cls},"
+                     + ("" if sm != sm else f"{sm:.6f}"))
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +112,10 @@ def curve_png(log: ScoreLog, title: str = "", gate: Optional[GateConfig] = None)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     t = np.frombuffer(log.times, dtype=np.float64) if len(log.times) else np.zeros(0)
-    ax.plot(t, log.score_array(), color="tab:blue", linewidth=1.0, label="coarse score")
+    ax.plot(t, log.score_array(), color="tab:blue", linewidth=0.6, alpha=0.45, label="coarse score (raw)")
+    smooth = log.smoothed_array()
+    if np.isfinite(smooth).any():
+        ax.plot(t, smooth, color="tab:blue", linewidth=1.6, label="smoothed (what the gate uses)")
     for k, (start, end) in enumerate(log.openings()):
         t0 = t[start]
         t1 = t[end - 1] if end - 1 > start else t0 + (t[1] - t[0] if len(t) > 1 else 1.0) * 0.5

@@ -1,10 +1,12 @@
-"""Heatmap snapshots: the coarse stage's class-activation map blended over the frame, as a JPEG.
+"""Heatmap snapshots: where the coarse stage's evidence is, drawn over the frame, as a JPEG.
 
     img = overlay(frame.image, heat)                  # pure: BGR uint8 in, BGR uint8 out
     path = write_snapshot(out_dir / f"{event_id}.jpg", frame.image, heat)   # atomic
 
-Normalisation is per snapshot (min..max of the heatmap -> 0..1) unless `value_range` fixes it:
-the overlay shows WHERE the evidence is, not how strong it is (the event's score says that).
+The overlay colours the heatmap's TOP REGION only and outlines its box (edge_vad.runtime.heatmap); the rest of
+the frame keeps its pixels, so the picture stays readable (issue 15: a whole-frame colour map tinted the frame
+blue). It shows WHERE the evidence is, not how strong it is (the event's score says that).
+`normalise` maps a heatmap to 0..1 for tools that want the whole map (explain's figures).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 
 from edge_vad import fileio
 from edge_vad.fileio import fsync_dir  # noqa: F401 (re-exported: it lived here before edge_vad.fileio)
+from edge_vad.runtime.heatmap import TINT_ALPHA, draw_top_region
 
-DEFAULT_ALPHA = 0.45  # heatmap weight in the blend: frame stays readable under the colours
+DEFAULT_ALPHA = TINT_ALPHA  # colour weight inside the top region
 DEFAULT_JPEG_QUALITY = 90
 
 
@@ -40,20 +43,9 @@ def normalise(heat: np.ndarray, value_range: Optional[Tuple[float, float]] = Non
     return np.clip((h - lo) / (hi - lo), 0.0, 1.0)
 
 
-def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = DEFAULT_ALPHA,
-            value_range: Optional[Tuple[float, float]] = None, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
-    """Upsample `heat` to the frame, normalise, colour it (JET: blue low, red high) and blend:
-    out = (1 - alpha) * frame + alpha * colour. Returns a new uint8 BGR image."""
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frame must be uint8 BGR [H, W, 3], got {frame.dtype} {frame.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    height, width = frame.shape[:2]
-    unit = normalise(heat, value_range)
-    # Bilinear upsampling of the low-res map: CAM-style heatmaps are shown smooth, not blocky.
-    unit = cv2.resize(unit, (width, height), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.round(unit * 255).astype(np.uint8), colormap)
-    return cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
+def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """The frame with the heatmap's top region tinted and outlined (edge_vad.runtime.heatmap.draw_top_region)."""
+    return draw_top_region(frame, heat, alpha)
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes, fsync: bool = True,
@@ -72,6 +64,6 @@ def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes
 
 
 def write_snapshot(path: Union[str, Path], frame: np.ndarray, heat: np.ndarray, alpha: float = DEFAULT_ALPHA,
-                   value_range: Optional[Tuple[float, float]] = None, quality: int = DEFAULT_JPEG_QUALITY) -> Path:
+                   quality: int = DEFAULT_JPEG_QUALITY) -> Path:
     """Overlay `heat` on `frame` and write it atomically as a JPEG; returns the path."""
-    return atomic_write_bytes(path, encode_jpeg(overlay(frame, heat, alpha, value_range), quality))
+    return atomic_write_bytes(path, encode_jpeg(overlay(frame, heat, alpha), quality))

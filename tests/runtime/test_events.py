@@ -175,16 +175,17 @@ def test_fanout_counts_failures_and_keeps_delivering():
 
 
 # ------------------------------------------------------------------ snapshots
-def test_overlay_puts_red_where_the_heat_is():
+def test_overlay_colours_the_top_region_only_and_keeps_the_rest_of_the_frame():
     frame = np.full((120, 160, 3), 128, np.uint8)
     heat = np.zeros((7, 7), np.float32)
     heat[0, 6] = 1.0  # top-right corner hot
     out = overlay(frame, heat)
     assert out.shape == frame.shape and out.dtype == np.uint8
-    top_right, bottom_left = out[2, 157].astype(int), out[117, 2].astype(int)
-    assert top_right[2] > top_right[0] + 40  # JET high = dark red (BGR: R is channel 2)
-    assert bottom_left[0] > bottom_left[2] + 40  # JET low = dark blue
-    assert np.array_equal(overlay(frame, heat, alpha=0.0), frame)
+    top_right = out[8, 150].astype(int)
+    assert top_right[2] > top_right[0] + 40  # tinted red inside the top region (BGR: R is channel 2)
+    assert np.array_equal(out[60:, :100], frame[60:, :100])  # far from it the frame is untouched: no whole-frame tint
+    assert np.array_equal(overlay(frame, np.zeros((7, 7))), frame)  # a flat map marks nothing
+    assert np.array_equal(overlay(frame, heat, alpha=0.0)[40:, :], frame[40:, :])  # alpha 0: only the outline
 
 
 def test_normalise_handles_flat_and_non_finite_maps():

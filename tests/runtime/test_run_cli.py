@@ -86,7 +86,7 @@ def test_run_file_writes_report_events_and_logs_the_plan(bundle_dir: Path, share
     assert "stage fine_head:" in proc.stderr
     rep = tmp_path / "rep"
     lines = (rep / "scores.csv").read_text().splitlines()
-    assert lines[0] == "frame,time_s,coarse_score,gate_open,fine_class"
+    assert lines[0] == "frame,time_s,coarse_score,gate_open,fine_class,smoothed_score"
     rows = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in rows] == list(range(n))
     assert all(0.0 <= float(r[2]) <= 1.0 for r in rows) and all(r[3] == "1" for r in rows)
