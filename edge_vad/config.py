@@ -32,6 +32,7 @@ class SourceConfig(_Strict):
     fps: Optional[float] = Field(default=None, gt=0)
     loop: bool = False
     stride: int = Field(default=1, ge=1, description="run the coarse stage on every Nth frame")
+    calibration: Optional[Path] = Field(default=None, description="this camera's folder from `edge-vad calibrate`")
 
 
 class GateConfig(_Strict):

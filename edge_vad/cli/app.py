@@ -98,11 +98,13 @@ def run(
     loop: bool = typer.Option(False, "--loop", help="Restart files and image folders at their end."),
     events_dir: Optional[Path] = typer.Option(None, "--events-dir", help="Where events.jsonl, clips/ and snapshots/ go (default: the config's events.dir)."),
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /healthz and /metrics."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="The camera's folder from `edge-vad calibrate` (scene model and gate)."),
 ) -> None:
     """Watch a camera or a file and raise explained anomaly events."""
     from edge_vad.cli.run_cmd import run_command
 
-    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http)
+    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http,
+                calibration)
 
 
 @app.command()
@@ -166,13 +168,36 @@ def score(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its [gate] and [fine] sections apply."),
     no_fine: bool = typer.Option(False, "--no-fine", help="Coarse scores only (no class scores for mAP)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="The camera's folder from `edge-vad calibrate` (all inputs are its footage)."),
 ) -> None:
     """Batch-score videos offline; the output feeds `edge-vad eval`."""
     from edge_vad.cli.score_cmd import score as run_score
 
     counts = run_score(sources, out, bundle=bundle, backend=backend, snippet=snippet, config=config,
-                       fine=not no_fine, progress=progress)
+                       fine=not no_fine, progress=progress, calibration=calibration)
     typer.echo(f"{out}: {len(counts)} video(s), {sum(counts.values())} frames scored", err=True)
+
+
+@app.command()
+def calibrate(
+    source: List[str] = typer.Option(..., "--source", help="Normal footage of the camera: a video, a folder of videos or of images, or a camera URI. Repeat for several."),
+    out: Path = typer.Option(..., "--out", help="The camera's calibration folder (pass it to run / score as --calibration)."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Stop after this many frames in all."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds of footage in all (live sources need --frames or --duration)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Model bundle folder (default: the shipped bundle)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Force a backend (see `edge-vad models backends`)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its [runtime] and [gate] sections apply."),
+    target_per_hour: float = typer.Option(1.0, "--target-per-hour", help="False events per hour of this footage the gate may raise."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Fit a camera's scene model and gate thresholds on its normal footage."""
+    from edge_vad.cli.calibrate_cmd import calibrate as run_calibrate
+
+    fields = run_calibrate(source, out, bundle=bundle, backend=backend, frames=frames, duration=duration, config=config,
+                           target_per_hour=target_per_hour, progress=progress)
+    gate = fields["gate"]
+    typer.echo(f"{out}: {fields['frames']} frames ({fields['seconds'] / 60:.1f} min) of {len(fields['sources'])} "
+               f"source(s); gate on {gate['on_threshold']:.3f} / off {gate['off_threshold']:.3f}", err=True)
 
 
 @train_app.command("default")

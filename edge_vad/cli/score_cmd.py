@@ -36,6 +36,8 @@ from edge_vad.eval.scores_io import CLASS_SUFFIX, CLASSES_KEY
 from edge_vad.fileio import atomic_target
 from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
+from edge_vad.runtime.calibrated import camera_config, camera_stage
+from edge_vad.runtime.calibration_store import load_calibration
 from edge_vad.runtime.coarse import CoarseStage
 from edge_vad.runtime.fine_model import FineModel
 from edge_vad.runtime.loaded_models import load_models
@@ -135,7 +137,8 @@ def save_npz_atomic(path: Path, arrays: Dict[str, np.ndarray]) -> None:
 
 
 def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, backend: Optional[str] = None,
-          snippet: int = 1, config: Optional[Path] = None, fine: bool = True, progress: bool = True) -> Dict[str, int]:
+          snippet: int = 1, config: Optional[Path] = None, fine: bool = True, progress: bool = True,
+          calibration: Optional[Path] = None) -> Dict[str, int]:
     """Score every input and write `out`; returns name -> frames scored."""
     if snippet < 1:
         raise EdgeVadError(f"--snippet must be >= 1, got {snippet}")
@@ -146,7 +149,10 @@ def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, bac
     inputs = expand_inputs(sources)
     bundle_dir = resolve_bundle_dir(bundle or cfg.runtime.bundle)
     manifest = verify_bundle(bundle_dir).manifest
+    user_gate = cfg.gate
     cfg = config_for_bundle(cfg, manifest)
+    calib = load_calibration(calibration, manifest) if calibration is not None else None
+    cfg = camera_config(cfg, user_gate, calib)  # one camera: every input is its footage
     use_fine = fine and cfg.fine.enabled and manifest.fine is not None
     plan = plan_backends(manifest, bundle_dir, backend or cfg.runtime.backend, cfg.runtime, fine=use_fine)
     from tqdm import tqdm
@@ -156,7 +162,7 @@ def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, bac
     models = load_models(bundle_dir, manifest, plan, lock=False)  # one thread: no lock needed
     try:
         log.info("scoring %d video(s) with %s", len(inputs), "; ".join(models.describe()))
-        coarse = CoarseStage(models)
+        coarse = camera_stage(CoarseStage(models), calib)
         fine_model = FineModel(models) if use_fine else None
         for item in inputs:
             with open_source(str(item.path), name=item.name) as src:

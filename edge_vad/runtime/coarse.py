@@ -64,6 +64,7 @@ class CoarseOutput:
     trunk_feature: np.ndarray  # [T] pooled backbone trunk
     imagenet_top1: int  # argmax of imagenet_logits: the frame's description id (lite0-minilm)
     heatmap: np.ndarray  # [h, w] F_A channels combined (mean, or manifest weights)
+    fa_map: Optional[np.ndarray] = None  # [C, h, w] F_A itself (scene calibration reads it per region)
 
 
 def sigmoid(x: float) -> float:
@@ -150,4 +151,5 @@ class CoarseStage:
         state, logit = self.qacm(state, feature)
         return state, CoarseOutput(
             score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=out["trunk_feature"].reshape(-1),
-            imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=self.heatmap(out["heatmap"]))
+            imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=self.heatmap(out["heatmap"]),
+            fa_map=np.moveaxis(out["heatmap"][0], self.heat_channel_axis - 1, 0))

@@ -34,6 +34,8 @@ from edge_vad.errors import EdgeVadError
 from edge_vad.runtime import sdnotify
 from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
+from edge_vad.runtime.calibrated import camera_config, camera_stage
+from edge_vad.runtime.calibration_store import load_calibration
 from edge_vad.runtime.coarse import CoarseStage
 from edge_vad.runtime.events import EventSinks, JsonlEventWriter, StdoutEventSink
 from edge_vad.runtime.fine_model import FineModel
@@ -60,6 +62,7 @@ class SourceSpec:
     fps: Optional[float] = None
     loop: bool = False
     stride: int = 1
+    calibration: Optional[Path] = None  # the camera's `edge-vad calibrate` folder
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class RunOptions:
     report: Optional[Path] = None
     events_dir: Optional[Path] = None
     no_http: bool = False
+    calibration: Optional[Path] = None
 
 
 @dataclass
@@ -96,7 +100,8 @@ def source_specs(opts: RunOptions, cfg: Config) -> List[SourceSpec]:
     if uri:
         specs = [SourceSpec(uri)]
     elif cfg.sources:
-        specs = [SourceSpec(s.uri, s.name, s.width, s.height, s.fps, s.loop, s.stride) for s in cfg.sources]
+        specs = [SourceSpec(s.uri, s.name, s.width, s.height, s.fps, s.loop, s.stride, s.calibration)
+                 for s in cfg.sources]
     else:
         raise EdgeVadError("no source: pass --source FILE_OR_URI or --camera /dev/videoN, or list [[sources]] "
                            "in the --config file")
@@ -106,6 +111,11 @@ def source_specs(opts: RunOptions, cfg: Config) -> List[SourceSpec]:
                                    ("stride", opts.stride)) if v is not None}
     if opts.loop:
         overrides["loop"] = True
+    if opts.calibration is not None:
+        if len(specs) > 1:
+            raise EdgeVadError("--calibration names one camera's folder; with several [[sources]] set `calibration` "
+                               "in each source's table of the config instead")
+        overrides["calibration"] = opts.calibration
     return [replace(s, **overrides) for s in specs]
 
 
@@ -184,7 +194,9 @@ def run(opts: RunOptions) -> RunSummary:
     report = verify_bundle(bundle_dir)
     log.info("%s", report.summary())
     manifest = report.manifest
+    user_gate = cfg.gate  # as the user wrote it: a camera's calibrated thresholds yield to explicit ones
     cfg = config_for_bundle(cfg, manifest)
+    calibrations = [load_calibration(s.calibration, manifest) if s.calibration else None for s in specs]
     plan = plan_backends(manifest, bundle_dir, opts.backend or cfg.runtime.backend, cfg.runtime,
                          fine=cfg.fine.enabled)
     sources = open_sources(specs)
@@ -207,10 +219,10 @@ def run(opts: RunOptions) -> RunSummary:
             http = HttpServer(metrics, cfg.http.host, cfg.http.port).start()
         several = len(sources) > 1
         logs = {s.name: ScoreLog() for s in sources} if opts.report else {}
-        pipelines = [Pipeline(src, coarse, fine, cfg, emit=sinks.emit, metrics=metrics, events_dir=events_dir,
-                              stride=spec.stride, score_log=logs.get(src.name), stop=stopper.event,
-                              snippet_frames=manifest.snippet_frames)
-                     for src, spec in zip(sources, specs)]
+        pipelines = [Pipeline(src, camera_stage(coarse, calib), fine, camera_config(cfg, user_gate, calib),
+                              emit=sinks.emit, metrics=metrics, events_dir=events_dir, stride=spec.stride,
+                              score_log=logs.get(src.name), stop=stopper.event, snippet_frames=manifest.snippet_frames)
+                     for src, spec, calib in zip(sources, specs, calibrations)]
         stopper.install()
         threads = [threading.Thread(target=p.run, name=f"edge-vad-{p.name}", daemon=True) for p in pipelines]
         for t in threads:
@@ -222,7 +234,7 @@ def run(opts: RunOptions) -> RunSummary:
         if opts.report:
             for p in pipelines:
                 out = _report_dir(Path(opts.report), p.name, several)
-                summary.reports[p.name] = write_report(out, logs[p.name], p.events, title=p.name, gate=cfg.gate)
+                summary.reports[p.name] = write_report(out, logs[p.name], p.events, title=p.name, gate=p.cfg.gate)
                 log.info("report for '%s': %s", p.name, out)
     finally:
         stopper.restore()
