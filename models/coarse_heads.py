@@ -112,17 +112,19 @@ class WindowStatsHead(nn.Module):
         if window < 2:
             raise EdgeVadError(f"a window-statistics head needs window >= 2, got {window}")
         self.in_dim, self.window = in_dim, window
-        diff = torch.zeros(2 * in_dim, 1, 1, 2)
-        diff[:in_dim, 0, 0] = torch.tensor([-1.0, 1.0])  # x_(i+1) - x_i
-        diff[in_dim:, 0, 0] = torch.tensor([1.0, -1.0])  # x_i - x_(i+1)
-        self.register_buffer("diff_weight", diff)
+        forward_diff = torch.tensor([-1.0, 1.0]).reshape(1, 1, 1, 2).repeat(in_dim, 1, 1, 1)
+        self.register_buffer("rise", forward_diff.clone())  # x_(i+1) - x_i, per channel (depthwise)
+        self.register_buffer("fall", -forward_diff)  # x_i - x_(i+1)
         # standardisation (mean / scale per statistic and channel) and the linear readout, set by `load_fitted`
         self.register_buffer("center", torch.zeros(len(self.STATS), in_dim))
         self.register_buffer("scale", torch.ones(len(self.STATS), in_dim))
         self.readout = nn.ModuleList(nn.Conv2d(in_dim, 1, kernel_size=1, bias=(i == 0)) for i in range(len(self.STATS)))
 
     def load_fitted(self, center: Tensor, scale: Tensor, coef: Tensor, intercept: float) -> "WindowStatsHead":
-        """Standardiser (center, scale [4, D]) and logistic-regression weights (coef [4 * D], stats-major)."""
+        """Standardiser (center, scale: [4, D] or [4 * D]) and logistic-regression weights (coef [4 * D]),
+        statistics-major (all channels' means first, as edge_vad_models.training.window_stats orders them)."""
+        shape = (len(self.STATS), self.in_dim)
+        center, scale = center.reshape(shape), scale.reshape(shape)
         with torch.no_grad():
             self.center.copy_(center)
             self.scale.copy_(scale)
@@ -132,25 +134,28 @@ class WindowStatsHead(nn.Module):
             self.readout[0].bias.fill_(float(intercept) - float(((w / scale) * center).sum()))
         return self
 
-    def stats(self, x: Tensor) -> list[Tensor]:
-        """[B, W, D] -> four [B, D, 1, 1] statistics (the NCHW view the int8 path converts cleanly)."""
-        t = x.transpose(1, 2).unsqueeze(2)  # [B, D, 1, W]
+    def stats(self, t: Tensor) -> list[Tensor]:
+        """[B, D, 1, W] (NCHW, time along W) -> four [B, D, 1, 1] statistics."""
         w = self.window
         mean = nn.functional.avg_pool2d(t, (1, w))
-        both = nn.functional.conv2d(torch.cat([t, t], dim=1), self.diff_weight, groups=2 * self.in_dim)
-        absdiff = torch.relu(both[:, :self.in_dim]) + torch.relu(both[:, self.in_dim:])  # [B, D, 1, W - 1]
+        rise = nn.functional.conv2d(t, self.rise, groups=self.in_dim)  # [B, D, 1, W - 1]
+        fall = nn.functional.conv2d(t, self.fall, groups=self.in_dim)
+        absdiff = torch.relu(rise) + torch.relu(fall)
         dmean = nn.functional.avg_pool2d(absdiff, (1, w - 1))
         dmax = nn.functional.max_pool2d(absdiff, (1, w - 1))
         dev = nn.functional.avg_pool2d(torch.relu(t - mean) + torch.relu(mean - t), (1, w))
         return [mean, dmean, dmax, dev]
+
+    def logit_nchw(self, t: Tensor) -> Tensor:
+        """[B, D, 1, W] -> logits [B] (the form the int8 path converts: NHWC [B, 1, W, D] on the device)."""
+        return sum(conv(s) for conv, s in zip(self.readout, self.stats(t))).reshape(-1)
 
     def forward_window(self, x: Tensor) -> Tensor:
         """The last `window` frame vectors [B, window, in_dim] -> the last frame's logit [B]."""
         if x.dim() != 3 or x.shape[1] != self.window or x.shape[-1] != self.in_dim:
             raise EdgeVadError(
                 f"WindowStatsHead.forward_window expects [batch, {self.window}, {self.in_dim}], got {list(x.shape)}")
-        out = sum(conv(s) for conv, s in zip(self.readout, self.stats(x)))
-        return out.reshape(-1)
+        return self.logit_nchw(x.transpose(1, 2).unsqueeze(2))
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, T, in_dim] -> logits [B, T]; causal, the first frame repeated to fill the window at t < window."""

@@ -219,5 +219,5 @@ def load_branch(model: AdjustMobileNet, checkpoint: Path) -> str:
     branch = state.get("branch") if isinstance(state, dict) else None
     if branch is None:
         raise EdgeVadError(f"{checkpoint}: no `branch` weights in this checkpoint; pass a coarse checkpoint from `edge-vad train coarse`")
-    model.deconv.load_state_dict(branch, strict=True)
+    model.branch_module.load_state_dict(branch, strict=True)
     return sha256_file(checkpoint)

@@ -185,12 +185,15 @@ class CoarseInfo(_Strict):
     feature_dim: int  # pooled F_A width (= F_A channels of the heatmap)
     trunk_dim: int
     heatmap_size: int
-    # what the heads read per frame, built by edge_vad.head_input from the pooled F_A (its HEAD_INPUTS)
-    head_input: Literal["feature", "feature+motion"] = "feature"
+    # what the heads read per frame, built by edge_vad.head_input from the backbone's outputs (its HEAD_INPUTS)
+    head_input: Literal["feature", "feature+motion", "trunk+fa-motion"] = "feature"
     # Heatmap = relu(sum_c w_c F_A[c]) with these per-channel weights of the deployed head (linearised, see
     # edge_vad_models.explain.heatmaps); None: the plain channel mean (bundles from before the field).
     heatmap_weights: Optional[List[float]] = None
     heatmap_rule: str = ""
+    # None: relu(sum_c w_c F_A[c]) as above; "fa-motion": F_A's change x grey-level motion (edge_vad.runtime.heatmap)
+    heatmap_kind: Optional[Literal["fa-motion"]] = None
+    head_kind: str = "qacm"  # the deployed head: "qacm" (temporal CNN) or "window-stats" (issue 15)
     gate: Optional[GateSuggestion] = None
     window: Optional[int] = None  # QACM W (None: no student in the checkpoint)
     temperature: Optional[float] = None  # distillation T the student was trained with

@@ -20,11 +20,11 @@ def _require_torch() -> None:
         raise MissingDependency(f"training needs PyTorch and the `train` extra ({exc}); install with: {TRAIN_HINT}") from None
 
 
-def train_default(data: Path, out: Path, cache: Path, epochs: int, bo_evaluations: int, skip_fine: bool) -> dict:
+def train_default(data: Path, out: Path, cache: Path, epochs: int, skip_fine: bool, no_report: bool = False) -> dict:
     _require_torch()
     from edge_vad_models.training.default_recipe import train_default as run
 
-    summary = run(data, out, cache, coarse_epochs=epochs, bo_evaluations=bo_evaluations, fine=not skip_fine)
+    summary = run(data, out, cache, teacher_epochs=epochs, fine=not skip_fine, report=not no_report)
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -1,7 +1,8 @@
 """Settings a bundle fits to its own models, used wherever the user's config leaves them unset.
 
 - Gate thresholds (manifest coarse.gate): a MIL-trained head's scores are not calibrated probabilities, so
-  fixed 0.6 / 0.4 do not fit every model; the training recipe fits them (models/training/gate_calibration.py).
+  fixed 0.6 / 0.4 do not fit every model; the training recipe fits them (edge_vad/runtime/gate_fit.py, on out-of-fold
+  scores of normal clips).
 - Fine-stage frames per snippet (manifest fine.frames_per_snippet): what the fine head was trained on, e.g.
   every frame for lite0-minilm, one frame's CLIP feature per 16-frame snippet for clip-vit-b16.
 A value the user's config sets always wins; `edge-vad run` logs where each came from.

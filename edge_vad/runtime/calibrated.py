@@ -3,7 +3,7 @@ so the pipeline runs it unchanged; the score is the calibrated one and the heatm
 
     stage = CalibratedCoarse(coarse, load_calibration(camera_dir, manifest))
     state = stage.initial_state()
-    state, out = stage.step(state, frame.image)     # out.score: calibrated; out.heatmap: [GRID, GRID] evidence
+    state, out = stage.step(state, frame.image)     # out.score: calibrated; out.heatmap: the scene's evidence
 
 `observe` is the one place that turns a frame into what the scene model reads (grey model input, F_A map,
 bundle logit): `edge-vad calibrate` fits on exactly what the running stage later applies the model to.
@@ -15,14 +15,13 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-import cv2
 import numpy as np
 
 from edge_vad.config import Config, GateConfig
 from edge_vad.runtime.calibration_store import Calibration
 from edge_vad.runtime.coarse import CoarseOutput, CoarseStage, CoarseState, sigmoid
+from edge_vad.runtime.heatmap import evidence_heatmap, grey_input, grey_motion
 from edge_vad.runtime.scene_calibration import SceneState, frame_features
-from edge_vad.resize import resize_square
 
 log = logging.getLogger("edge_vad.calibration")
 
@@ -40,12 +39,7 @@ class Observation:
     output: CoarseOutput  # the bundle's own output for the frame
     motion: np.ndarray  # [R] region grey-level change
     appearance: np.ndarray  # [R, C] region F_A
-
-
-def grey_input(coarse: CoarseStage, image_bgr: np.ndarray) -> np.ndarray:
-    """The frame as the model sees it (size x size, the manifest's resize), in grey levels."""
-    pre = coarse.preprocess.pre
-    return cv2.cvtColor(resize_square(image_bgr, pre.size, pre.interpolation), cv2.COLOR_BGR2GRAY)
+    fine_motion: np.ndarray  # [MOTION_GRID, MOTION_GRID] grey-level change (what the heatmap sharpens to)
 
 
 def observe(coarse: CoarseStage, state: CalibratedState, image_bgr: np.ndarray,
@@ -53,8 +47,11 @@ def observe(coarse: CoarseStage, state: CalibratedState, image_bgr: np.ndarray,
     cstate, out = coarse.step(state.coarse, image_bgr)
     if out.fa_map is None:  # pragma: no cover - CoarseStage always sets it
         raise RuntimeError("the coarse stage gave no F_A map")
-    motion, appearance, sstate = frame_features(grey_input(coarse, image_bgr), out.fa_map, state.scene, grid)
-    return CalibratedState(cstate, sstate), Observation(out, motion, appearance)
+    pre = coarse.preprocess.pre
+    grey = grey_input(image_bgr, pre.size, pre.interpolation)
+    fine = grey_motion(grey, state.scene.previous)
+    motion, appearance, sstate = frame_features(grey, out.fa_map, state.scene, grid)
+    return CalibratedState(cstate, sstate), Observation(out, motion, appearance, fine)
 
 
 class CalibratedCoarse:
@@ -75,8 +72,8 @@ class CalibratedCoarse:
         evidence = self.model.evidence(obs.motion, obs.appearance)
         logit = float(self.model.calibrated_logit(obs.output.logit, evidence))
         grid = self.model.grid
-        return state, replace(obs.output, score=sigmoid(logit), logit=logit,
-                              heatmap=np.asarray(evidence, np.float32).reshape(grid, grid))
+        heat = evidence_heatmap(np.asarray(evidence, np.float32).reshape(grid, grid), obs.fine_motion)
+        return state, replace(obs.output, score=sigmoid(logit), logit=logit, heatmap=heat)
 
 
 def camera_stage(coarse: CoarseStage, calibration: Optional[Calibration]):

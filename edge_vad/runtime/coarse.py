@@ -24,7 +24,8 @@ import numpy as np
 
 from edge_vad.bundle.manifest import Artifact
 from edge_vad.errors import EdgeVadError
-from edge_vad.head_input import MotionState, head_input_dim, head_input_step
+from edge_vad.head_input import TRUNK_FA_MOTION, MotionState, head_input_dim, head_input_step
+from edge_vad.runtime.heatmap import evidence_heatmap, grey_input, grey_motion, map_change
 from edge_vad.runtime.loaded_models import ModelSet
 from edge_vad.runtime.metrics import Metrics
 from edge_vad.runtime.preprocess import Preprocessor
@@ -34,6 +35,7 @@ log = logging.getLogger("edge_vad.stages")
 BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")  # edge_vad_export.onnx_export
 HEATMAP_CHANNEL_MEAN = "channel-mean"  # how the F_A channels become one heatmap when no weights are given
 HEATMAP_WEIGHTED = "channel-weights"
+HEATMAP_FA_MOTION = "fa-motion"  # edge_vad.runtime.heatmap: F_A's change x grey-level motion (bundles since issue 15)
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +46,7 @@ class CoarseState:
     window: Optional[np.ndarray] = None
     frames: int = 0
     motion: MotionState = MotionState()
+    grey: Optional[np.ndarray] = None  # the previous frame's grey model input ("fa-motion" heatmaps only)
 
 
 def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseState:
@@ -53,7 +56,7 @@ def push_window(state: CoarseState, feature: np.ndarray, window: int) -> CoarseS
         win = np.repeat(f, window, axis=0)
     else:
         win = np.concatenate([state.window[1:], f], axis=0)
-    return CoarseState(win, state.frames + 1, state.motion)
+    return CoarseState(win, state.frames + 1, state.motion, state.grey)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,7 +103,7 @@ class CoarseStage:
         self.head_input = head.inputs[0]
         size = int(np.prod([d for d in self.head_input.shape if d is not None]))
         self.head_input_kind = manifest.coarse.head_input
-        width = head_input_dim(self.head_input_kind, manifest.coarse.feature_dim)
+        width = head_input_dim(self.head_input_kind, manifest.coarse.feature_dim, manifest.coarse.trunk_dim)
         if size != self.window * width:
             raise EdgeVadError(f"QACM input {self.head_input.describe()} does not hold {self.window} x {width} "
                                f"head inputs ({self.head_input_kind}); re-export the bundle")
@@ -114,6 +117,11 @@ class CoarseStage:
             raise EdgeVadError(f"bundle {models.bundle_dir}: {self.heatmap_weights.shape[0]} heatmap weights for "
                                f"{manifest.coarse.feature_dim} F_A channels; re-export the bundle")
         self.heatmap_method = HEATMAP_CHANNEL_MEAN if self.heatmap_weights is None else HEATMAP_WEIGHTED
+        if manifest.coarse.heatmap_kind == HEATMAP_FA_MOTION:
+            if self.head_input_kind != TRUNK_FA_MOTION:
+                raise EdgeVadError(f"bundle {models.bundle_dir}: heatmap {HEATMAP_FA_MOTION!r} needs head input "
+                                   f"{TRUNK_FA_MOTION!r}; re-export the bundle")
+            self.heatmap_method = HEATMAP_FA_MOTION
         log.info("coarse stage: %s input via %s; QACM window %d; heatmap = F_A %s", spec.name, self.preprocess.mode,
                  self.window, self.heatmap_method)
 
@@ -135,9 +143,11 @@ class CoarseStage:
             return maps.mean(axis=-1)
         return np.maximum(maps @ self.heatmap_weights, 0.0)  # the explain module's rule (class_activation)
 
-    def qacm(self, state: CoarseState, feature: np.ndarray) -> Tuple[CoarseState, float]:
-        """One frame's pooled feature -> (new state, QACM logit): builds the head input, slides the window."""
-        x, motion = head_input_step(feature, state.motion, self.head_input_kind)
+    def qacm(self, state: CoarseState, feature: np.ndarray, trunk: Optional[np.ndarray] = None,
+             fa_map: Optional[np.ndarray] = None) -> Tuple[CoarseState, float]:
+        """One frame's outputs -> (new state, head logit): builds the head input, slides the window. `trunk` and
+        `fa_map` ([C, h, w]) only for head input "trunk+fa-motion"."""
+        x, motion = head_input_step(feature, state.motion, self.head_input_kind, trunk, fa_map)
         state = push_window(replace(state, motion=motion), x, self.window)
         with self._timed("qacm"):
             feed = {self.head_input.name: state.window.reshape(  # type: ignore[union-attr]
@@ -148,8 +158,17 @@ class CoarseStage:
     def step(self, state: CoarseState, image_bgr: np.ndarray) -> Tuple[CoarseState, CoarseOutput]:
         out = self.backbone_outputs(image_bgr)
         feature = out["feature"].reshape(-1)
-        state, logit = self.qacm(state, feature)
+        trunk = out["trunk_feature"].reshape(-1)
+        fa_map = np.moveaxis(out["heatmap"][0], self.heat_channel_axis - 1, 0)  # [C, h, w]
+        previous_map, previous_grey = state.motion.previous, state.grey
+        state, logit = self.qacm(state, feature, trunk, fa_map)
+        if self.heatmap_method == HEATMAP_FA_MOTION:
+            pre = self.preprocess.pre
+            grey = grey_input(image_bgr, pre.size, pre.interpolation)
+            heat = evidence_heatmap(map_change(fa_map, previous_map), grey_motion(grey, previous_grey))
+            state = replace(state, grey=grey)
+        else:
+            heat = self.heatmap(out["heatmap"])
         return state, CoarseOutput(
-            score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=out["trunk_feature"].reshape(-1),
-            imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=self.heatmap(out["heatmap"]),
-            fa_map=np.moveaxis(out["heatmap"][0], self.heat_channel_axis - 1, 0))
+            score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=trunk,
+            imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=heat, fa_map=fa_map)

@@ -1,5 +1,16 @@
-"""Where a frame's evidence is: the top region of a low-resolution heatmap, as a box in frame pixels, and an
-overlay that colours that region only (issue 15: the frame must stay readable; no whole-frame tint).
+"""Where a frame's evidence is: the heatmap, its top region as a box in frame pixels, and an overlay that colours
+that region only (issue 15: the frame must stay readable; no whole-frame tint).
+
+The heatmap ("fa-motion", bundles since issue 15) follows the evidence AND the motion:
+
+    heat = upsample(evidence, MOTION_GRID) * (motion + MOTION_FLOOR * mean(motion) + tiny)
+
+evidence [h, w]: where the model's evidence is. Without calibration: how much F_A changed at each position since
+the previous frame, sum_c |A_c(t) - A_c(t-1)| (the quantity the coarse head's motion inputs are pooled from);
+with a camera's calibration: its per-region evidence (edge_vad.runtime.scene_calibration). motion
+[MOTION_GRID, MOTION_GRID]: the grey-level change of the model's input frame per cell. The product keeps the
+evidence's place and sharpens it to what moves in it; the floor keeps the evidence alone where nothing moves.
+(On the Ped2 pixel masks F_A's own 7 x 7 change pointed at the anomaly in 9 % of frames; the product, 78 %.)
 
     box = top_region(heat, frame.shape[:2])      # {"x", "y", "w", "h", "score", "cells"} or None
     img = draw_top_region(frame, heat)          # colour + outline on the top region, the rest untouched
@@ -16,10 +27,43 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+MOTION_GRID = 28  # cells per side of the grey-level motion (8 x 8 pixels of the 224 x 224 input)
+MOTION_FLOOR = 0.5  # share of the mean motion added everywhere: evidence alone still counts where nothing moves
 TOP_FRACTION = 0.6  # cells at least this share of the peak (above the median) join the top region
 TINT_ALPHA = 0.45  # colour weight inside the top region
 OUTLINE_BGR = (0, 0, 255)  # red box around the top region
 TINT_BGR = (0, 0, 255)
+
+
+def grey_input(image_bgr: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+    """The frame as the model sees it (size x size, the manifest's resize), in grey levels (uint8)."""
+    from edge_vad.resize import resize_square
+
+    return cv2.cvtColor(resize_square(image_bgr, size, interpolation), cv2.COLOR_BGR2GRAY)
+
+
+def grey_motion(grey: np.ndarray, previous: Optional[np.ndarray], grid: int = MOTION_GRID) -> np.ndarray:
+    """[grid, grid] mean |grey(t) - grey(t-1)| per cell (zeros without a previous frame)."""
+    if previous is None:
+        return np.zeros((grid, grid), np.float32)
+    d = np.abs(np.asarray(grey, np.float32) - np.asarray(previous, np.float32))
+    return cv2.resize(d, (grid, grid), interpolation=cv2.INTER_AREA)
+
+
+def map_change(fa_map: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
+    """[h, w] sum over channels of |A(t) - A(t-1)| (zeros without a previous map)."""
+    a = np.asarray(fa_map, np.float32)
+    if previous is None:
+        return np.zeros(a.shape[1:], np.float32)
+    return np.abs(a - np.asarray(previous, np.float32)).sum(axis=0)
+
+
+def evidence_heatmap(evidence: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """The "fa-motion" heatmap (module doc): [MOTION_GRID, MOTION_GRID]."""
+    g = motion.shape[0]
+    e = cv2.resize(np.maximum(np.asarray(evidence, np.float32), 0.0), (g, g), interpolation=cv2.INTER_LINEAR)
+    m = np.asarray(motion, np.float32)
+    return e * (m + MOTION_FLOOR * float(m.mean()) + 1e-6)
 
 
 def _finite(heat: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ import torch
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
-from edge_vad.head_input import FEATURE_MOTION, head_inputs
+from edge_vad.head_input import FEATURE_MOTION, TRUNK_FA_MOTION, head_inputs
+from edge_vad.runtime.heatmap import evidence_heatmap, grey_input, grey_motion, map_change
 from edge_vad_models.checkpoint import CoarseCheckpoint, load_coarse
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent
 from edge_vad_models.explain import save_figure
@@ -122,15 +123,34 @@ class CoarseExplainer:
 
     def __init__(self, checkpoint: Union[CoarseCheckpoint, str, Path] = "default", use_onnx: bool = True):
         self.ckpt = checkpoint if isinstance(checkpoint, CoarseCheckpoint) else load_coarse(checkpoint)
-        self.weights = {"teacher": channel_weights(self.ckpt, "teacher")}
-        if self.ckpt.student is not None:
+        # "trunk+fa-motion" checkpoints draw the device's heatmap (edge_vad.runtime.heatmap: F_A's change x
+        # grey-level motion), which needs the previous frame and is not weighted per head: one map, "student".
+        self.motion_rule = self.ckpt.head_input == TRUNK_FA_MOTION
+        self.weights = {} if self.motion_rule else {"teacher": channel_weights(self.ckpt, "teacher")}
+        if self.ckpt.student is not None and not self.motion_rule:
             self.weights["student"] = channel_weights(self.ckpt, "student")
         self._runner = None
         self._use_onnx = use_onnx
 
     @property
     def heads(self) -> list[str]:
-        return list(self.weights)
+        return ["student"] if self.motion_rule else list(self.weights)
+
+    def grey(self, frame_bgr: np.ndarray) -> np.ndarray:
+        pre = self.ckpt.backbone.preprocess
+        return grey_input(frame_bgr, pre.size, pre.interpolation)
+
+    def motion_heat(self, frames: Sequence[np.ndarray], previous: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+        """The device's "fa-motion" heat [N, 28, 28] of frames, each with its previous frame (None: stream start)."""
+        fa = self.fa_from_trunk(self.trunk_maps(frames))
+        known = [p for p in previous if p is not None]
+        prev_fa = iter(self.fa_from_trunk(self.trunk_maps(known)) if known else [])
+        out = []
+        for f, a, p in zip(frames, fa, previous):
+            pa = next(prev_fa) if p is not None else None
+            fine = grey_motion(self.grey(f), self.grey(p) if p is not None else None)
+            out.append(evidence_heatmap(map_change(a, pa), fine))
+        return np.stack(out)
 
     def trunk_maps(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 BGR frames -> trunk maps [N, C, 7, 7] float32."""
@@ -170,7 +190,9 @@ class CoarseExplainer:
         return out
 
     def explain_frames(self, frames: Iterable[np.ndarray]) -> VideoHeat:
-        """Heat and scores of every frame of a stream of frames (held in memory only as 14x14 maps)."""
+        """Heat and scores of every frame of a stream of frames (held in memory only as low-resolution maps)."""
+        if self.motion_rule:
+            return self._explain_motion(frames)
         heats: dict = {h: [] for h in self.weights}
         feats, size = [], None
         frames = iter(frames)
@@ -185,6 +207,30 @@ class CoarseExplainer:
         features = np.concatenate(feats)
         return VideoHeat({h: np.concatenate(v) for h, v in heats.items()}, self.scores(features), features,
                          tuple(size))
+
+    def _explain_motion(self, frames: Iterable[np.ndarray]) -> VideoHeat:
+        heat, feats, trunks, maps, size = [], [], [], [], None
+        previous_fa, previous_grey = None, None
+        frames = iter(frames)
+        while batch := list(itertools.islice(frames, BATCH_FRAMES)):
+            size = size or batch[0].shape[:2]
+            trunk = self.trunk_maps(batch)
+            fa = self.fa_from_trunk(trunk)
+            for f, a in zip(batch, fa):
+                g = self.grey(f)
+                heat.append(evidence_heatmap(map_change(a, previous_fa), grey_motion(g, previous_grey)))
+                previous_fa, previous_grey = a, g
+            feats.append(fa.mean(axis=(2, 3)))
+            trunks.append(trunk.mean(axis=(2, 3)))
+            maps.append(fa)
+        if size is None:
+            raise EdgeVadError("no frame could be decoded from the source; check the path")
+        features = np.concatenate(feats)
+        x = torch.from_numpy(head_inputs(features, TRUNK_FA_MOTION, np.concatenate(trunks), np.concatenate(maps)))[None]
+        with torch.no_grad():
+            scores = {"teacher": torch.sigmoid(self.ckpt.teacher(x))[0].numpy(),
+                      "student": torch.sigmoid(self.ckpt.student(x))[0].numpy()}
+        return VideoHeat({"student": np.stack(heat)}, scores, features, tuple(size))
 
 
 def select_top_frames(scores: np.ndarray, top: int, min_gap: int = MIN_GAP_FRAMES) -> list[int]:
@@ -297,7 +343,7 @@ def explain_heatmaps(source: Path, out_dir: Path, checkpoint: Union[str, Path] =
         titles.append(f"frame {i}  score {video.scores[head][i]:.3f}")
     files = {"overlays": overlay_paths,
              "contact_sheet": str(contact_sheet(images, titles, out_dir / "contact_sheet.png").relative_to(out_dir))}
-    if "student" in video.heat:
+    if "student" in video.heat and "teacher" in video.heat:
         fig = teacher_student_figure([frames[i] for i in chosen], [video.heat["teacher"][i] for i in chosen],
                                      [video.heat["student"][i] for i in chosen], titles,
                                      out_dir / "teacher_vs_student.png")
@@ -308,8 +354,10 @@ def explain_heatmaps(source: Path, out_dir: Path, checkpoint: Union[str, Path] =
         "frame_size": list(video.frame_size),
         "ranked_by": f"{head} anomaly probability (causal, per frame)",
         "frames": [{"index": i, **{f"{h}_score": float(video.scores[h][i]) for h in video.scores}} for i in chosen],
-        "heatmap": "relu(sum_c w_c F_A[c]) upsampled bilinearly; overlays normalised per image (where, not how much)",
-        "channel_weight_rules": {h: WEIGHT_RULES[h] for h in video.heat},
+        "heatmap": ("F_A's change since the previous frame x grey-level motion (edge_vad.runtime.heatmap)"
+                    if explainer.motion_rule else "relu(sum_c w_c F_A[c]) upsampled bilinearly"),
+        "overlay": "the heatmap's top region tinted and outlined (edge_vad.runtime.heatmap.draw_top_region)",
+        "channel_weight_rules": {h: WEIGHT_RULES[h] for h in video.heat if h in explainer.weights},
         "coarse_sha256": explainer.ckpt.sha256,
         "files": files,
     }

@@ -25,8 +25,8 @@ from edge_vad_models.explain.heatmaps import BATCH_FRAMES, CoarseExplainer, upsa
 
 log = logging.getLogger(__name__)
 
-METHOD = ("pointing game: per frame with a non-empty mask, the argmax of the heatmap (relu(sum_c w_c F_A[c]), "
-          "bilinearly upsampled to the mask) is a hit when it lies on the mask dilated by tolerance_px; a heatmap "
+METHOD = ("pointing game: per frame with a non-empty mask, the argmax of the heatmap (the checkpoint's device rule: "
+          "F_A change x grey-level motion, or relu(sum_c w_c F_A[c]) for older ones; bilinearly upsampled to the mask) is a hit when it lies on the mask dilated by tolerance_px; a heatmap "
           "with no positive value is a miss; chance = mean mask area share (a uniformly random point)")
 
 
@@ -116,7 +116,10 @@ def pointing_video(explainer: CoarseExplainer, frames_dir: Path, masks: np.ndarr
     for start in range(0, len(masked), BATCH_FRAMES):
         idx = masked[start:start + BATCH_FRAMES]
         frames = [_read(files[i]) for i in idx]
-        heats = explainer.heat_from_fa(explainer.fa_from_trunk(explainer.trunk_maps(frames)))
+        if explainer.motion_rule:  # the device's heatmap needs each frame's previous frame
+            heats = {"student": explainer.motion_heat(frames, [_read(files[i - 1]) if i else None for i in idx])}
+        else:
+            heats = explainer.heat_from_fa(explainer.fa_from_trunk(explainer.trunk_maps(frames)))
         for j, i in enumerate(idx):
             size = masks[i].shape
             tally.add({head: upsample(h[j], size) for head, h in heats.items()}, masks[i], tolerance)

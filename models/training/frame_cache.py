@@ -5,7 +5,9 @@ Per video `<name>` in the cache folder (float16 maps, float32 vectors; numpy fil
 - `<name>.mid.npy`    [T, 112, 14, 14] the stride-16 stage (block 10's output), for finer maps;
 - `<name>.pooled.npy` [T, 1280]        the trunk map's spatial mean, in float32 (the runtime's trunk_feature);
 - `<name>.pixdiff.npy`[T]              mean absolute difference of consecutive greyscale frames at their own
-                                       size (row 0 repeats row 1): the issue's trivial motion baselines.
+                                       size (row 0 repeats row 1): the issue's trivial motion baselines;
+- `<name>.grey224.npy`[T, 224, 224]    uint8 grey model input (edge_vad.runtime.heatmap.grey_input): the
+                                       scene calibration's and the heatmap's grey-level motion.
 `cache_spec.json` names the backbone weights and the preprocessing; a cache made otherwise is refused, so a
 change of resize (issue 12: "exact-area") can never mix old and new maps.
 
@@ -34,7 +36,7 @@ from edge_vad_models.features import iter_frames, save_npy_atomic, write_json_at
 log = logging.getLogger(__name__)
 
 MID_BLOCK = 10  # index of the last stride-16 block of EfficientNet-Lite0 (112 channels, 14 x 14)
-PARTS = ("trunk", "mid", "pooled", "pixdiff")
+PARTS = ("trunk", "mid", "pooled", "pixdiff", "grey224")
 SPEC_FILE = "cache_spec.json"
 BATCH_FRAMES = 16
 
@@ -101,17 +103,21 @@ def _batches(frames: Iterable[np.ndarray], size: int):
 def cache_video(runner: CacheRunner, path: Path) -> dict[str, np.ndarray]:
     import cv2
 
-    trunks, mids, pooled, greys = [], [], [], []
+    from edge_vad.runtime.heatmap import grey_input
+
+    pre = runner.backbone.preprocess
+    trunks, mids, pooled, greys, inputs = [], [], [], [], []
     for batch in _batches(iter_frames(path), BATCH_FRAMES):
         trunk, mid = runner(batch)
         trunks.append(trunk.astype(np.float16))
         mids.append(mid.astype(np.float16))
         pooled.append(trunk.mean(axis=(2, 3)).astype(np.float32))
         greys += [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in batch]
+        inputs += [grey_input(f, pre.size, pre.interpolation) for f in batch]
     if not trunks:
         raise EdgeVadError(f"{path}: no frame could be decoded; check the file or remove it from the list")
     return {"trunk": np.concatenate(trunks), "mid": np.concatenate(mids), "pooled": np.concatenate(pooled),
-            "pixdiff": pixel_differences(greys)}
+            "pixdiff": pixel_differences(greys), "grey224": np.stack(inputs)}
 
 
 def cache_spec(backbone: AdjustMobileNet) -> dict:
@@ -155,7 +161,7 @@ def build_cache(clips: Sequence[Clip], folder: Path, progress: bool = True,
     for clip in tqdm(todo, desc="frame cache", unit="video", disable=not progress):
         runner = runner or CacheRunner(backbone)
         parts = cache_video(runner, clip.path)
-        for part in ("mid", "pooled", "pixdiff", "trunk"):  # trunk last: has() needs all four
+        for part in ("mid", "pooled", "pixdiff", "grey224", "trunk"):  # trunk last: has() needs every part
             save_npy_atomic(cache.path(clip.name, part), parts[part])
     return cache
 

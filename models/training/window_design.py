@@ -58,10 +58,17 @@ class FittedWindowHead:
     scaler: StandardScaler
     model: LogisticRegression
     feats: Optional[dict] = field(default=None, repr=False)
+    platt: tuple = (1.0, 0.0)  # (a, b): logits a * z + b (Platt scaling, `calibrate_logits`)
 
     def logits(self, v: Video) -> np.ndarray:
         f = self.feats[v.name] if (self.feats is not None and v.name in self.feats) else self.design.features(v)
-        return self.model.decision_function(self.scaler.transform(f))
+        a, b = self.platt
+        return a * self.model.decision_function(self.scaler.transform(f)) + b
+
+    def export_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(center, scale, coef, intercept) with the Platt scaling folded in, for WindowStatsHead.load_fitted."""
+        a, b = self.platt
+        return (self.scaler.mean_, self.scaler.scale_, a * self.model.coef_[0], float(a * self.model.intercept_[0] + b))
 
     def __call__(self, v: Video) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(v)))
@@ -72,3 +79,11 @@ def fit_window_head(design: WindowDesign, videos: Sequence[Video], feats: Option
     scaler = StandardScaler().fit(x, sample_weight=w)
     model = LogisticRegression(C=design.C, max_iter=3000, tol=1e-5).fit(scaler.transform(x), y, sample_weight=w)
     return FittedWindowHead(design, scaler, model, feats)
+
+
+def platt_scaling(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(a, b) so that sigmoid(a * z + b) matches held-out labels (1-D logistic regression on out-of-fold logits).
+    Ranking is unchanged; what changes is that the score is a probability with room between 0.99 and 1, so the
+    gate's thresholds (0 < t < 1) can separate normal excursions from anomalies."""
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(np.asarray(logits, np.float64).reshape(-1, 1), labels)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])

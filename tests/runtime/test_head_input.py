@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from edge_vad.errors import EdgeVadError
-from edge_vad.head_input import FEATURE, FEATURE_MOTION, MotionState, head_input_dim, head_input_step, head_inputs
+from edge_vad.head_input import (FEATURE, FEATURE_MOTION, TRUNK_FA_MOTION, MotionState, head_input_dim, head_input_step,
+                                 head_inputs)
 
 
 def test_motion_values_by_hand():
@@ -41,3 +42,22 @@ def test_unknown_kind_and_bad_shape_are_clear_errors():
         head_inputs(np.zeros((2, 3)), "optical-flow")
     with pytest.raises(EdgeVadError, match=r"\[frames, dim\]"):
         head_inputs(np.zeros(3), FEATURE_MOTION)
+
+
+def test_trunk_fa_motion_stream_equals_its_streaming_form():
+    rng = np.random.default_rng(3)
+    maps = rng.normal(0, 1, (9, 4, 7, 7)).astype(np.float32)
+    trunk = rng.random((9, 10)).astype(np.float32)
+    whole = head_inputs(maps.mean(axis=(2, 3)), TRUNK_FA_MOTION, trunk, maps)
+    assert whole.shape == (9, head_input_dim(TRUNK_FA_MOTION, 4, 10)) == (9, 18)
+    np.testing.assert_array_equal(whole[:, :10], trunk)
+    assert not whole[0, 10:].any()  # stream start: no previous map, no motion
+    d = np.abs(maps[5] - maps[4])
+    np.testing.assert_allclose(whole[5, 10:], np.concatenate([d.mean(axis=(1, 2)), d.max(axis=(1, 2))]), rtol=1e-6)
+    state, rows = MotionState(), []
+    for t in range(9):
+        x, state = head_input_step(maps[t].mean(axis=(1, 2)), state, TRUNK_FA_MOTION, trunk[t], maps[t])
+        rows.append(x)
+    np.testing.assert_array_equal(np.stack(rows), whole)
+    with pytest.raises(EdgeVadError, match="trunk"):
+        head_inputs(maps.mean(axis=(2, 3)), TRUNK_FA_MOTION)
