@@ -34,21 +34,22 @@ class OutputLedger:
         self.failures: Dict[str, int] = {}
         self.lost: Dict[str, int] = {}
 
-    def failed(self, kind: str, message: str, *, lost: int = 1) -> None:
-        """One failed write of `kind` (ERROR line); `lost` outputs of that kind are gone for good."""
+    def failed(self, kind: str, message: str, *, lost: int = 1, level: int = logging.ERROR) -> None:
+        """One failed write of `kind` (an ERROR line unless `level` says otherwise); `lost` outputs of that kind
+        are gone for good."""
         with self._lock:
             self.failures[kind] = self.failures.get(kind, 0) + 1
             if lost:
                 self.lost[kind] = self.lost.get(kind, 0) + lost
-        log.error("%s", message)
+        log.log(level, "%s", message)
         if self._metrics is not None:
             self._metrics.output_failure(kind, lost)
 
-    def lose(self, kind: str, n: int, message: str) -> None:
+    def lose(self, kind: str, n: int, message: str, level: int = logging.ERROR) -> None:
         """`n` outputs found lost without a new failed write (e.g. lines still unwritten at exit)."""
         if n <= 0:
             return
-        self.failed(kind, message, lost=n)
+        self.failed(kind, message, lost=n, level=level)
 
     def lost_total(self) -> int:
         with self._lock:
