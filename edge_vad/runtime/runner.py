@@ -246,7 +246,11 @@ def run(opts: RunOptions) -> RunSummary:
         fine = FineModel(models, metrics) if cfg.fine.enabled and models.get("fine_head") is not None else None
         if cfg.fine.enabled and fine is None:
             log.warning("the bundle has no fine stage: events carry no class")
-        sinks = build_sinks(cfg, events_dir, ledger, metrics)
+        try:
+            sinks = build_sinks(cfg, events_dir, ledger, metrics)
+        except OSError as exc:  # e.g. a disk so full that events.jsonl cannot even be created
+            raise EdgeVadError(f"cannot open the event outputs in {events_dir}: {exc}; free disk space or fix the "
+                               "folder") from None
         recover(events_dir, events_dir / "clips" if cfg.events.clips else None, sinks.emit)
         if cfg.http.enabled and not opts.no_http:
             http = HttpServer(metrics, cfg.http.host, cfg.http.port).start()
