@@ -1,11 +1,17 @@
 """The one typed config of edge-vad (TOML). Unknown keys are rejected; errors name the
-file, the key path and the bad value. `deploy/edge-vad.toml` is the commented example."""
+file, the key path and the bad value. `deploy/edge-vad.toml` is the commented example.
+
+Types are strict (pydantic strict mode): `enabled = "yes"`, `port = "1883"` or `clips = "off"` are
+errors, not silently coerced, because a quoted value in TOML is a typo more often than a wish. Only
+paths accept a string (TOML has no path type)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Literal, Optional
+
+from typing_extensions import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -18,7 +24,11 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Strict mode would want a Path object; TOML can only give a string.
+PathValue = Annotated[Path, Field(strict=False)]
 
 
 class SourceConfig(_Strict):
@@ -60,13 +70,16 @@ class FineConfig(_Strict):
 
 
 class EventsConfig(_Strict):
-    dir: Path = Path("events")
+    dir: PathValue = Path("events")
     jsonl: bool = True
     stdout: bool = False
     clips: bool = True
     clip_pre_roll_s: float = Field(default=3.0, ge=0)
     clip_post_roll_s: float = Field(default=3.0, ge=0)
     snapshots: bool = True
+    fail_on_lost_outputs: bool = Field(
+        default=True, description="exit 4 at the end of a run that lost a clip, snapshot, event line or report; "
+                                  "false: exit 0 (the ERROR lines and /metrics still say so)")
 
 
 class MqttConfig(_Strict):
@@ -76,18 +89,23 @@ class MqttConfig(_Strict):
     prefix: str = "edge-vad"
     client_id: Optional[str] = None
     username: Optional[str] = None
-    password_file: Optional[Path] = None
+    password_file: Optional[PathValue] = None
     keepalive_s: int = Field(default=30, ge=5)
+    spool_dir: Optional[PathValue] = Field(default=None, description="events the broker has not acknowledged; "
+                                                                     "default: mqtt-spool/ in the events dir")
+    spool_max_mb: float = Field(default=16.0, gt=0, description="spool size cap; the oldest events go beyond it")
 
 
 class HttpConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8085, gt=0, lt=65536)
+    stalled_after_s: float = Field(default=5.0, gt=0, description="a source without a frame for this long makes "
+                                                                  "/healthz answer 503")
 
 
 class RuntimeConfig(_Strict):
-    bundle: Optional[Path] = Field(default=None, description="model bundle folder; default: the shipped bundle")
+    bundle: Optional[PathValue] = Field(default=None, description="model bundle folder; default: the shipped bundle")
     backend: Optional[str] = Field(default=None, description="force a backend (see `edge-vad models backends`)")
     edgetpu_device: Optional[str] = Field(default=None, pattern=r"^(usb|pci)(:\d+)?$")
     threads: int = Field(default=2, ge=1)
@@ -111,6 +129,10 @@ class Config(_Strict):
         return self
 
 
+# Strict-mode type errors on a quoted value: say how to spell the value instead.
+_UNQUOTE_HINTS = {"bool_type": "true or false", "int_type": "the number", "float_type": "the number"}
+
+
 def _format_loc(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -132,6 +154,8 @@ def config_errors(data: dict, origin: str) -> list[str]:
                 lines.append(f"{origin}: {_format_loc(loc)}: unknown key (value {shown}); remove it or check its spelling")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] in _UNQUOTE_HINTS and isinstance(value, str):
+                    msg += f"; write {_UNQUOTE_HINTS[err['type']]} without quotes"
                 lines.append(f"{origin}: {_format_loc(loc)} = {shown}: {msg}")
         return lines
     return []
@@ -143,8 +167,16 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass an existing TOML file (example: deploy/edge-vad.toml)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; pass the TOML file itself "
+                          "(example: deploy/edge-vad.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); "
+                          "TOML files must be UTF-8: re-save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
 
 
 def load_config(path: Optional[Path]) -> Config:

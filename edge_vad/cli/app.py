@@ -72,14 +72,19 @@ def _root(
 
 @app.command("validate-config")
 def validate_config(file: Path = typer.Argument(..., help="TOML config file to check.")) -> None:
-    """Check a config file: prints OK or one line per problem (exit 1)."""
-    from edge_vad.config import config_errors, read_toml
+    """Check a config file: prints OK or one line per problem (exit 1), including optional libraries the
+    config needs that are not installed (e.g. paho-mqtt for [mqtt] enabled = true; exit 3)."""
+    from edge_vad.config import Config, config_errors, read_toml
+    from edge_vad.errors import MissingDependency
+    from edge_vad.runtime.preflight import extras_problems
 
-    errors = config_errors(read_toml(file), str(file))
-    if errors:
-        for line in errors:
+    data = read_toml(file)
+    errors = config_errors(data, str(file))
+    missing = [] if errors else [f"{file}: {line}" for line in extras_problems(Config.model_validate(data))]
+    if errors or missing:
+        for line in errors + missing:
             typer.echo(line, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1 if errors else MissingDependency.exit_code)
     typer.echo(f"{file}: OK")
 
 
@@ -99,7 +104,18 @@ def run(
     events_dir: Optional[Path] = typer.Option(None, "--events-dir", help="Where events.jsonl, clips/ and snapshots/ go (default: the config's events.dir)."),
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /healthz and /metrics."),
 ) -> None:
-    """Watch a camera or a file and raise explained anomaly events."""
+    """Watch a camera or a file and raise explained anomaly events.
+
+    \b
+    Exit codes:
+      0    done, or stopped by SIGTERM / Ctrl-C while running
+      1    bad input, or a fault that stopped the run (one error line)
+      3    a library the run needs is missing (paho-mqtt for MQTT)
+      4    finished, but LOST OUTPUTS: a clip, snapshot, event line,
+           MQTT event or report could not be written (full disk,
+           broken folder); \\[events] fail_on_lost_outputs = false: 0
+      130  Ctrl-C while the sources were still opening
+    """
     from edge_vad.cli.run_cmd import run_command
 
     run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http)

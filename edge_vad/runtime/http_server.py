@@ -5,7 +5,9 @@
     server.stop()
 
 GET /healthz -> JSON from Metrics.health(); 200 when "ok", 503 when "degraded" (so a plain
-              HTTP check, e.g. a load balancer or `curl -f`, sees the difference).
+              HTTP check, e.g. a load balancer or `curl -f`, sees the difference): degraded while any
+              source is not open or has had no frame for [http] stalled_after_s.
+HEAD on either path: the same status and headers without the body.
 GET /metrics -> Prometheus text exposition of the Metrics' own registry.
 Anything else 404. The stdlib server is enough for two read-only endpoints polled every few
 seconds, and adds no dependency.
@@ -28,6 +30,14 @@ log = logging.getLogger("edge_vad.http")
 def _handler_for(metrics: Metrics):
     class Handler(BaseHTTPRequestHandler):
         server_version = "edge-vad"
+        _head_only = False
+
+        def do_HEAD(self) -> None:  # noqa: N802 - monitors (`curl -I`, uptime checkers) probe with HEAD
+            self._head_only = True
+            try:
+                self.do_GET()
+            finally:
+                self._head_only = False
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             path = self.path.split("?", 1)[0]
@@ -50,7 +60,8 @@ def _handler_for(metrics: Metrics):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            if not self._head_only:  # HEAD: the GET's status and headers, no body (RFC 9110 9.3.2)
+                self.wfile.write(body)
 
         def log_message(self, fmt: str, *args) -> None:
             log.debug("http: %s " + fmt, self.client_address[0], *args)  # polled often: keep it out of INFO
