@@ -70,6 +70,13 @@ class BundleWriter:
         self.artifacts[name] = entry
         return entry
 
+    def keep(self, name: str, source_dir: Path, entry: Dict[str, Any]) -> None:
+        """Carry artifact `name` over unchanged from another (verified) bundle: copy its file, keep its record."""
+        if name in self.artifacts:
+            raise EdgeVadError(f"artifact {name} is added twice")
+        shutil.copy2(Path(source_dir) / entry["file"], self.path(entry["file"]))
+        self.artifacts[name] = dict(entry)
+
     def finish(self, fields: Dict[str, Any]) -> Manifest:
         """Validate the manifest (runtime schema), write it, and move the bundle into place."""
         data = {**fields, "artifacts": self.artifacts}

@@ -359,6 +359,21 @@ def models_verify(bundle: str = typer.Argument(..., help="Bundle folder, or `def
     verify(bundle)
 
 
+@models_app.command("compile-edgetpu")
+def models_compile_edgetpu(
+    bundle: str = typer.Argument(..., help="Bundle folder with int8 TFLite models, or `default` for the shipped one."),
+    out: Path = typer.Option(..., "--out", help="New bundle folder to write (the input stays as it is)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    min_runtime: Optional[int] = typer.Option(None, "--min-runtime", min=10, help="Oldest Edge TPU runtime the models "
+                                              "must run on (edgetpu_compiler --min_runtime_version; default: the "
+                                              "compiler's own)."),
+) -> None:
+    """Compile the bundle's int8 models for the Coral Edge TPU with Google's edgetpu_compiler (x86-64 Debian/Ubuntu)."""
+    from edge_vad.cli.compile_cmd import compile_edgetpu
+
+    compile_edgetpu(bundle, out, force=force, min_runtime_version=min_runtime)
+
+
 @models_app.command("backends")
 def models_backends() -> None:
     """Which runtime backends are available here, and what is missing for the others."""
