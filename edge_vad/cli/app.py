@@ -127,7 +127,7 @@ def bench(
 @app.command()
 def export(
     checkpoint: str = typer.Option("default", "--checkpoint", help="Trained checkpoint folder, or `default`."),
-    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, tensorrt."),
+    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, edgetpu (compiles the int8 models with edgetpu_compiler), tensorrt."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames or videos for int8 calibration and parity."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
