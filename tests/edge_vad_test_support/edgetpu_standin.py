@@ -146,3 +146,25 @@ def install_compiler(bin_dir: Path, mode: str = "full") -> Path:
 def path_with(bin_dir: Path) -> str:
     """PATH with `bin_dir` first."""
     return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+LIBEDGETPU_SOURCE = Path(__file__).with_name("libedgetpu_standin.c")
+TPUS_ENV = "EDGE_VAD_STANDIN_TPUS"  # the Edge TPUs the stand-in library "finds": "usb:/sys/...,pci:/dev/apex_0"
+
+
+def build_libedgetpu(folder: Path) -> Path:
+    """Compile libedgetpu_standin.c into `folder/libedgetpu.so.1` (pytest.skip without a C compiler)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) to build the libedgetpu stand-in")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "libedgetpu.so.1"
+    if not out.is_file():
+        subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(LIBEDGETPU_SOURCE)], check=True,
+                       capture_output=True, text=True)
+    return out
