@@ -158,6 +158,22 @@ def test_the_real_load_delegate_with_the_runtime_and_no_tpu(standin: Path, monke
     assert etr.runtime_number(etr.runtime_version()) == 14
 
 
+def test_coral_own_libedgetpu_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Coral's real library, where someone points $EDGE_VAD_TEST_REAL_LIBEDGETPU at one (e.g. libedgetpu.so.1.0
+    from Coral's apt package, or libedgetpu/direct/k8 of github.com/google-coral/edgetpu): the same one-line
+    answer on a host without a TPU, its version and its device list through the C API."""
+    real = os.environ.get("EDGE_VAD_TEST_REAL_LIBEDGETPU")
+    if not real:
+        pytest.skip("Coral's libedgetpu is not in Debian or on PyPI: set EDGE_VAD_TEST_REAL_LIBEDGETPU to one to run this")
+    pytest.importorskip("ai_edge_litert.interpreter", reason="needs ai-edge-litert")
+    monkeypatch.setenv(etr.LIBRARY_ENV, real)
+    assert etr.runtime_number(etr.runtime_version()) in (13, 14)
+    devices, how = etr.list_devices()
+    assert how == "libedgetpu (edgetpu_list_devices)" and all(d.name[:4] in ("usb:", "pci:") for d in devices)
+    if not devices:
+        assert live_edgetpu(None).startswith(f"no Edge TPU found on USB or PCIe (Failed to load delegate from {real})")
+
+
 def test_the_real_load_delegate_with_tpus(standin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(etr.LIBRARY_ENV, str(standin))
     monkeypatch.setenv(TPUS_ENV, "usb:/sys/bus/usb/devices/2-1,pci:/dev/apex_0")
