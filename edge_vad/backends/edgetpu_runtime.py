@@ -283,5 +283,8 @@ def edgetpu_interpreter(status_file: Path = DPKG_STATUS) -> Tuple[Optional[str],
 
 
 def coral_pair_verdict(status_file: Path = DPKG_STATUS) -> Verdict:
-    """The verdict of the interpreter the Edge TPU backend would use here."""
+    """The verdict of the interpreter the Edge TPU backend would use here (or: there is no libedgetpu)."""
+    if edgetpu_library_path() is None and installed_package(status_file) is None:
+        return Verdict("unknown", CORAL_RUNTIME_HINT.format(lib=EDGETPU_LIBRARY) + "; the Edge TPU cannot run here "
+                                  "until then (the int8 models still run on the CPU)")
     return edgetpu_interpreter(status_file)[1]

@@ -131,3 +131,9 @@ def test_the_table_runs_as_a_script_with_only_the_standard_library(tmp_path: Pat
         out = subprocess.run([sys.executable, "-S", str(script), "--python", python], capture_output=True, text=True,
                              timeout=60, cwd=str(tmp_path))  # -S: no site-packages, as before anything is installed
         assert out.returncode == 0 and out.stdout.startswith(words), out.stderr
+
+
+def test_the_installer_check_says_when_there_is_no_libedgetpu(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(etr, "edgetpu_library_path", lambda: None)
+    verdict = etr.coral_pair_verdict(tmp_path / "no-dpkg-status")
+    assert not verdict.known_to_work and "install libedgetpu1-std from Coral's apt repository" in verdict.line
