@@ -9,7 +9,8 @@
 # again upgrades the package and the unit and restarts a running service.
 #
 # Environment (defaults in brackets):
-#   EDGE_VAD_EXTRAS   pip extras to install [mqtt]; e.g. "mqtt,coral" on a Coral board
+#   EDGE_VAD_EXTRAS   pip extras to install [mqtt]; e.g. "mqtt,coral" on a Coral board (the installer says
+#                     which TFLite interpreter that brings and whether it is known to run Coral's libedgetpu)
 #   PYTHON            interpreter for the venv [python3]
 #   EDGE_VAD_PREFIX, EDGE_VAD_CONF_DIR, EDGE_VAD_UNIT_DIR   install locations
 #                     [/opt/edge-vad, /etc/edge-vad, /etc/systemd/system] (packaging, tests)
@@ -96,7 +97,16 @@ else
     run install -d -m 0755 "$PREFIX"
     run "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
+# Coral: the `coral` extra picks, per Python version, the TFLite interpreter known to run Coral's libedgetpu
+# (edge_vad/backends/coral_pairs.py: the pairs and their sources). Say which one, or plainly that PyPI has none.
+if [[ ,$EXTRAS, == *,coral,* ]]; then
+    note "$("$PYTHON" "$REPO_DIR/edge_vad/backends/coral_pairs.py")"
+fi
 run "$VENV/bin/pip" install --upgrade "$REPO_DIR${EXTRAS:+[$EXTRAS]}"
+if [[ ,$EXTRAS, == *,coral,* ]] && (( ! DRY_RUN )); then
+    # the interpreter now installed against this host's libedgetpu: OK, or a WARNING naming the pair
+    note "$("$VENV/bin/python" -m edge_vad.backends.coral_pairs --check)"
+fi
 
 # 3. The config: never overwrite one the user may have edited.
 if [[ -e $CONF_DIR/config.toml ]]; then

@@ -47,9 +47,13 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
         coral = [n for n in ("coarse_backbone_int8", "qacm_int8") if n in arts]
         cpu = [n for n in ("fine_head", "clip_visual") if n in arts]
         targets["tflite-int8"] = {
-            "backends": ["edgetpu", "tflite"], "artifacts": coral + cpu + data_names,
-            "notes": "the int8 coarse graphs run on the Edge TPU (after edgetpu_compiler) or the TFLite CPU "
-                     "interpreter; the fine stage's fp32 ONNX runs on the CPU with onnxruntime"}
+            "backends": ["tflite"], "artifacts": coral + cpu + data_names,
+            "notes": "the int8 coarse graphs run on the TFLite CPU interpreter (the edgetpu target has them compiled "
+                     "for the Edge TPU); the fine stage's fp32 ONNX runs on the CPU with onnxruntime"}
+    if work.edgetpu_renames:
+        from edge_vad.bundle.edgetpu_compile import EDGETPU_TARGET, edgetpu_target
+
+        targets[EDGETPU_TARGET] = edgetpu_target(targets, work.edgetpu_renames)
 
     pipelines = {}
     coarse_parts = [work.counts[n] for n in ("coarse_backbone", "qacm") if n in work.counts]

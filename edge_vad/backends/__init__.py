@@ -117,7 +117,7 @@ def backend_status(name: str) -> BackendStatus:
             return BackendStatus(name, False, "tflite_runtime needs numpy<2 (numpy 2 is installed)", info.install_hint)
         found.append(_version(hit))
     if name == "edgetpu":
-        from edge_vad.backends.tflite_backend import CORAL_RUNTIME_HINT, EDGETPU_LIBRARY, edgetpu_library_path
+        from edge_vad.backends.edgetpu_runtime import CORAL_RUNTIME_HINT, EDGETPU_LIBRARY, edgetpu_library_path
 
         lib = edgetpu_library_path()
         if lib is None:

@@ -129,6 +129,37 @@ class PackageWeights(_Strict):
         return self
 
 
+class EdgeTpuOperation(_Strict):
+    """One row of the compiler's operator table."""
+
+    operator: str  # TFLite builtin name, e.g. CONV_2D
+    count: int = Field(ge=0)
+    status: str  # the compiler's words: "Mapped to Edge TPU", or why the ops stay on the CPU
+
+
+class EdgeTpuCompile(_Strict):
+    """What Google's edgetpu_compiler reported when it made this artifact (edge_vad.bundle.edgetpu_compile),
+    beside what the EdgeTPU lint had predicted for its source at export time (`lint_prediction`)."""
+
+    source_artifact: str  # the int8 artifact it was compiled from
+    compiler_version: str
+    flags: List[str] = []
+    co_compiled: List[str] = []  # artifacts compiled in the same run: they share the on-chip parameter cache
+    subgraphs: int = Field(ge=0)
+    operations_total: int = Field(ge=0)
+    operations_on_tpu: int = Field(ge=1)  # a model with none on the Edge TPU is a failed compile
+    operations_on_cpu: int = Field(ge=0)
+    operations: List[EdgeTpuOperation] = []
+    on_chip_bytes: int = Field(ge=0)  # "On-chip memory used for caching model parameters"
+    on_chip_remaining_bytes: Optional[int] = None
+    off_chip_bytes: int = Field(ge=0)  # "Off-chip memory used for streaming uncached model parameters"
+    lint_prediction: Optional[Dict[str, Any]] = None
+
+    @property
+    def fully_mapped(self) -> bool:
+        return self.operations_on_cpu == 0
+
+
 class Artifact(_Strict):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -145,6 +176,7 @@ class Artifact(_Strict):
     parity: Dict[str, ParityCheck] = {}
     budgets: Optional[Budgets] = None
     edgetpu_lint: Optional[Dict[str, Any]] = None
+    edgetpu_compile: Optional[EdgeTpuCompile] = None  # set on a model compiled for the Edge TPU
     conversion: Dict[str, Any] = {}  # how it was made (opset, recipe, calibration frames, ...)
     package_weights: Optional[PackageWeights] = None  # ONNX initializers taken from a pip package at load time
 
@@ -286,6 +318,10 @@ class Manifest(_Strict):
             unknown = sorted(r for r in refs if r and r not in self.artifacts)
             if unknown:
                 raise ValueError(f"target {name} names artifacts {unknown} that the manifest does not list")
+        sources = sorted(a.edgetpu_compile.source_artifact for a in self.artifacts.values()
+                         if a.edgetpu_compile is not None and a.edgetpu_compile.source_artifact not in self.artifacts)
+        if sources:
+            raise ValueError(f"Edge TPU models name source artifacts {sources} that the manifest does not list")
         if self.descriptions is not None and self.descriptions.embeddings_artifact not in (None, *self.artifacts):
             raise ValueError(f"descriptions.embeddings_artifact {self.descriptions.embeddings_artifact!r} is not listed")
         return self

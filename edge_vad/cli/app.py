@@ -143,7 +143,7 @@ def bench(
 @app.command()
 def export(
     checkpoint: str = typer.Option("default", "--checkpoint", help="Trained checkpoint folder, or `default`."),
-    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, tensorrt."),
+    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, edgetpu (compiles the int8 models with edgetpu_compiler), tensorrt."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames or videos for int8 calibration and parity."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
@@ -373,6 +373,21 @@ def models_verify(bundle: str = typer.Argument(..., help="Bundle folder, or `def
     from edge_vad.cli.models_cmd import verify
 
     verify(bundle)
+
+
+@models_app.command("compile-edgetpu")
+def models_compile_edgetpu(
+    bundle: str = typer.Argument(..., help="Bundle folder with int8 TFLite models, or `default` for the shipped one."),
+    out: Path = typer.Option(..., "--out", help="New bundle folder to write (the input stays as it is)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    min_runtime: Optional[int] = typer.Option(None, "--min-runtime", min=10, help="Oldest Edge TPU runtime the models "
+                                              "must run on (edgetpu_compiler --min_runtime_version; default: the "
+                                              "compiler's own)."),
+) -> None:
+    """Compile the bundle's int8 models for the Coral Edge TPU with Google's edgetpu_compiler (x86-64 Debian/Ubuntu)."""
+    from edge_vad.cli.compile_cmd import compile_edgetpu
+
+    compile_edgetpu(bundle, out, force=force, min_runtime_version=min_runtime)
 
 
 @models_app.command("backends")

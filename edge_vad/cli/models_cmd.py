@@ -68,6 +68,10 @@ def _bundle_info(target: str, console: Console) -> None:
                   f"QACM window {manifest.coarse.window}{fine}; targets: {', '.join(manifest.targets)}")
     for line in package_weight_notes(manifest):
         console.print(escape(line))
+    from edge_vad.bundle.edgetpu_compile import compile_notes
+
+    for line in compile_notes(manifest):
+        console.print(escape(line))
 
 
 def package_weight_notes(manifest: Any) -> list[str]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from edge_vad.backends.edgetpu_runtime import release_probed
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
 from edge_vad.config import Config, load_config
 from edge_vad.errors import EXIT_INTERRUPTED, EdgeVadError
@@ -282,6 +283,7 @@ def run(opts: RunOptions) -> RunSummary:
             http.stop()
         if models is not None:
             models.close()
+        release_probed()  # an Edge TPU delegate the backend choice loaded but no model took
         _close_sources(workers, sources)
     _raise_problems(summary, opts, ledger)
     if ledger is not None:

@@ -178,6 +178,23 @@ def test_install_then_reinstall_is_idempotent(stubbed):
     assert "is up to date" in out and "systemctl restart edge-vad.service" in second  # running: restarted
 
 
+def test_coral_extra_says_which_interpreter_and_whether_it_pairs(stubbed):
+    import sys
+
+    root, state, env = stubbed
+    out = _install(dict(env, EDGE_VAD_EXTRAS="mqtt,coral", PYTHON=sys.executable), "--dry-run")
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    expected = ("tflite-runtime 2.11.0 (numpy<2); pairs with" if sys.version_info < (3, 10) else
+                "ai-edge-litert; NOT known to pair with Coral's apt libedgetpu 16.0")
+    assert f"edge-vad install: coral extra on Python {py}: {expected}" in out, out
+    assert "pip install --upgrade" in out and "mqtt\\,coral" in out  # printf %q escapes the brackets and comma
+    assert not (root / "opt").exists()
+    _install(dict(env, EDGE_VAD_EXTRAS="coral"))  # for real: after pip, the installed pair is checked
+    calls = _calls(state)
+    assert any(c.endswith("edge_vad/backends/coral_pairs.py") for c in calls)
+    assert "python -m edge_vad.backends.coral_pairs --check" in calls
+
+
 def test_installer_refuses_without_root(stubbed, tmp_path):
     _, state, env = stubbed
     (Path(env["PATH"].split(":")[0]) / "id").write_text("#!/usr/bin/env bash\necho 1000\n")
