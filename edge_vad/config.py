@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_vad.errors import ConfigError
+from edge_vad.review.web import is_loopback_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,9 +82,20 @@ class MqttConfig(_Strict):
 
 
 class HttpConfig(_Strict):
+    """/healthz, /metrics and the review page. Bound to loopback unless `host` says otherwise; any other
+    address needs `token_file` (the page shows cameras and events)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8085, gt=0, lt=65536)
+    token_file: Optional[Path] = Field(default=None, description="file holding the access token (one line)")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self):
+        if self.token_file is None and not is_loopback_host(self.host):
+            raise ValueError(f"host '{self.host}' is not a loopback address: set token_file (a file holding a long "
+                             "random token) so that only its holders see cameras and events, or bind 127.0.0.1")
+        return self
 
 
 class RuntimeConfig(_Strict):

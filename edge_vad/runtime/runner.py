@@ -5,7 +5,8 @@ signals; one pipeline thread per source, models loaded once and shared.
 
 Start-up order (cheap checks first, so a bad input fails fast with one line): config -> sources to open ->
 bundle verified (every sha256, before anything loads it) -> backend plan (a missing backend is named with
-what to install) -> sources opened -> models loaded (once) -> sinks, /healthz + /metrics -> READY=1.
+what to install) -> sources opened -> models loaded (once) -> sinks,
+the HTTP server (/healthz, /metrics, the review page with the pipelines' live state) -> READY=1.
 
 Stop: SIGTERM or SIGINT sets one stop flag; each pipeline stops reading, ends its open event, drains its
 fine worker and flushes its clips (pipeline.SHUTDOWN_* budgets), then the sinks are flushed and closed,
@@ -29,8 +30,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.config import Config, load_config
+from edge_vad.config import Config, HttpConfig, load_config
 from edge_vad.errors import EdgeVadError
+from edge_vad.review.live import LiveState
+from edge_vad.review.routes import ReviewApp
+from edge_vad.review.web import AccessGuard, read_token
 from edge_vad.runtime import sdnotify
 from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
@@ -141,6 +145,13 @@ def build_sinks(cfg: Config, events_dir: Path) -> EventSinks:
     return sinks
 
 
+def http_guard(http_cfg: HttpConfig) -> AccessGuard:
+    """The HTTP server's access guard: loopback only, or the token from http.token_file (read now, so a
+    missing or weak token fails the start with one line before any model loads)."""
+    token = read_token(http_cfg.token_file) if http_cfg.token_file is not None else None
+    return AccessGuard(http_cfg.host, token)
+
+
 class _Stopper:
     """SIGTERM / SIGINT -> one stop flag (handlers only where we are the main thread)."""
 
@@ -180,6 +191,8 @@ def run(opts: RunOptions) -> RunSummary:
     """The whole `edge-vad run`. Raises EdgeVadError (one line) for bad input, after writing what it could."""
     cfg = load_config(opts.config)
     specs = source_specs(opts, cfg)
+    serve_http = cfg.http.enabled and not opts.no_http
+    guard = http_guard(cfg.http) if serve_http else None
     bundle_dir = resolve_bundle_dir(opts.bundle or cfg.runtime.bundle)
     report = verify_bundle(bundle_dir)
     log.info("%s", report.summary())
@@ -192,6 +205,7 @@ def run(opts: RunOptions) -> RunSummary:
     models: Optional[ModelSet] = None
     sinks: Optional[EventSinks] = None
     http: Optional[HttpServer] = None
+    review: Optional[ReviewApp] = None
     stopper = _Stopper()
     try:
         models = load_models(bundle_dir, manifest, plan)
@@ -202,14 +216,16 @@ def run(opts: RunOptions) -> RunSummary:
         if cfg.fine.enabled and fine is None:
             log.warning("the bundle has no fine stage: events carry no class")
         events_dir = Path(opts.events_dir or cfg.events.dir)
+        live = LiveState()  # what the review page shows live
         sinks = build_sinks(cfg, events_dir)
-        if cfg.http.enabled and not opts.no_http:
-            http = HttpServer(metrics, cfg.http.host, cfg.http.port).start()
+        if serve_http:
+            review = ReviewApp(events_dir, live)
+            http = HttpServer(metrics, cfg.http.host, cfg.http.port, app=review, guard=guard).start()
         several = len(sources) > 1
         logs = {s.name: ScoreLog() for s in sources} if opts.report else {}
         pipelines = [Pipeline(src, coarse, fine, cfg, emit=sinks.emit, metrics=metrics, events_dir=events_dir,
                               stride=spec.stride, score_log=logs.get(src.name), stop=stopper.event,
-                              snippet_frames=manifest.snippet_frames)
+                              snippet_frames=manifest.snippet_frames, live=live)
                      for src, spec in zip(sources, specs)]
         stopper.install()
         threads = [threading.Thread(target=p.run, name=f"edge-vad-{p.name}", daemon=True) for p in pipelines]
@@ -230,6 +246,8 @@ def run(opts: RunOptions) -> RunSummary:
             sinks.close()
         if http is not None:
             http.stop()
+        if review is not None:
+            review.close()
         if models is not None:
             models.close()
         for src in sources:
