@@ -79,6 +79,9 @@ class MqttConfig(_Strict):
     username: Optional[str] = None
     password_file: Optional[Path] = None
     keepalive_s: int = Field(default=30, ge=5)
+    home_assistant: bool = Field(default=False, description="announce entities by Home Assistant MQTT discovery")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    state_interval_s: float = Field(default=1.0, gt=0, description="how often the score sensor is published")
 
 
 class HttpConfig(_Strict):

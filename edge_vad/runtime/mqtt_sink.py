@@ -6,24 +6,29 @@
     sink.close()                       # publishes `offline`, disconnects
 
 Topics (prefix from the config, default "edge-vad"):
-    <prefix>/events      each event as JSON, QoS 1, not retained
+    <prefix>/events      each event record in Frigate's envelope {"type": new|update|end, "before", "after"}
+                         (edge_vad.runtime.frigate_events), QoS 1, not retained
     <prefix>/available   "online" (retained) on every (re)connect; "offline" (retained) on a
                          clean close, and as the last will the BROKER publishes when we vanish
                          (crash, SIGKILL, network loss past the keep-alive).
 While disconnected, events are queued in memory (QoS 1) up to MAX_QUEUED_EVENTS and sent on
 reconnect; beyond that emit() raises, so EventSinks counts the loss.
+Home Assistant discovery (edge_vad.runtime.ha_discovery) publishes through this client: add_connect_hook,
+publish, client.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional, Union
 
 from edge_vad.config import MqttConfig
 from edge_vad.errors import ConfigError, require_module
+from edge_vad.runtime.frigate_events import FrigateEnvelopes
 
 log = logging.getLogger("edge_vad.mqtt")
 
@@ -67,6 +72,8 @@ class MqttSink:
         self._connected = threading.Event()
         self._closed = False
         self.published = 0
+        self._envelopes = FrigateEnvelopes()
+        self._connect_hooks: List[Callable[[], None]] = []
         self.client_id = client_id or cfg.client_id or default_client_id()
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -98,6 +105,8 @@ class MqttSink:
         client.publish(self.available_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        for hook in self._connect_hooks:
+            hook()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -111,12 +120,24 @@ class MqttSink:
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
 
-    def emit(self, event) -> None:
-        payload = event.to_json() if hasattr(event, "to_json") else str(event)
-        info = self._client.publish(self.events_topic, payload, qos=1, retain=False)
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def add_connect_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` (on paho's network thread: keep it short) after every (re)connect."""
+        self._connect_hooks.append(hook)
+
+    def publish(self, topic: str, payload: Union[str, bytes], retain: bool = False, qos: int = 1) -> Any:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         # NO_CONN: paho keeps QoS 1 messages and sends them after reconnecting; anything else is a loss.
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
-            raise OSError(f"mqtt publish to {self.events_topic} failed: {self._mqtt.error_string(info.rc)}")
+            raise OSError(f"mqtt publish to {topic} failed: {self._mqtt.error_string(info.rc)}")
+        return info
+
+    def emit(self, event) -> None:
+        message = self._envelopes.wrap(event)
+        self.publish(self.events_topic, json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
         self.published += 1
 
     def close(self) -> None:

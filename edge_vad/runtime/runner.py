@@ -5,7 +5,7 @@ signals; one pipeline thread per source, models loaded once and shared.
 
 Start-up order (cheap checks first, so a bad input fails fast with one line): config -> sources to open ->
 bundle verified (every sha256, before anything loads it) -> backend plan (a missing backend is named with
-what to install) -> sources opened -> models loaded (once) -> sinks,
+what to install) -> sources opened -> models loaded (once) -> sinks (MQTT, Home Assistant discovery),
 the HTTP server (/healthz, /metrics, the review page with the pipelines' live state) -> READY=1.
 
 Stop: SIGTERM or SIGINT sets one stop flag; each pipeline stops reading, ends its open event, drains its
@@ -132,7 +132,8 @@ def open_sources(specs: List[SourceSpec]) -> List[Source]:
     return opened
 
 
-def build_sinks(cfg: Config, events_dir: Path) -> EventSinks:
+def build_sinks(cfg: Config, events_dir: Path, cameras: Optional[List[str]] = None,
+                live: Optional[LiveState] = None) -> EventSinks:
     sinks = EventSinks()
     if cfg.events.jsonl:
         sinks.add(JsonlEventWriter(events_dir / "events.jsonl"))
@@ -141,7 +142,12 @@ def build_sinks(cfg: Config, events_dir: Path) -> EventSinks:
     if cfg.mqtt.enabled:
         from edge_vad.runtime.mqtt_sink import MqttSink
 
-        sinks.add(MqttSink(cfg.mqtt))
+        mqtt: Any = MqttSink(cfg.mqtt)
+        if cfg.mqtt.home_assistant:
+            from edge_vad.runtime.ha_discovery import HomeAssistantSink
+
+            mqtt = HomeAssistantSink(mqtt, cfg.mqtt, cameras or [], live, events_dir / "ha-discovery.json")
+        sinks.add(mqtt)
     return sinks
 
 
@@ -216,8 +222,8 @@ def run(opts: RunOptions) -> RunSummary:
         if cfg.fine.enabled and fine is None:
             log.warning("the bundle has no fine stage: events carry no class")
         events_dir = Path(opts.events_dir or cfg.events.dir)
-        live = LiveState()  # what the review page shows live
-        sinks = build_sinks(cfg, events_dir)
+        live = LiveState()  # what the review page and the Home Assistant score sensor show
+        sinks = build_sinks(cfg, events_dir, [s.name for s in sources], live)
         if serve_http:
             review = ReviewApp(events_dir, live)
             http = HttpServer(metrics, cfg.http.host, cfg.http.port, app=review, guard=guard).start()
