@@ -2,11 +2,12 @@
 // file (no inline script). Data is always put into the page as text (textContent), never as HTML.
 "use strict";
 
-const CAMERA_POLL_MS = 500;   // live frames refresh a few times a second, not as a video stream
+const CAMERA_POLL_MS = 300;   // live frames refresh a few times a second, not as a video stream
 const EVENTS_POLL_MS = 2000;
 const HEALTH_POLL_MS = 5000;
 const CLIP_RETRIES = 24;      // the clip may still be transcoding (503): retry every 5 s for 2 minutes
 const SPARK_W = 300, SPARK_H = 64;
+const SPARK_SPAN_S = [60, 300];  // the sparkline shows at least the last minute, at most five
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const state = { mode: null, selected: null, rows: new Map(), cameras: new Map(), clipTries: 0 };
@@ -73,12 +74,14 @@ function drawCamera(view, cam) {
   off.setAttribute("y1", sparkY(cam.off_threshold)); off.setAttribute("y2", sparkY(cam.off_threshold));
   const pts = cam.history;
   if (pts.length) {
-    const end = pts[pts.length - 1][0], span = 300;
+    const end = pts[pts.length - 1][0];
+    const span = Math.min(SPARK_SPAN_S[1], Math.max(SPARK_SPAN_S[0], end - pts[0][0]));
     view.poly.setAttribute("points", pts.map(([t, s]) =>
       ((1 - (end - t) / span) * SPARK_W).toFixed(1) + "," + sparkY(s).toFixed(1)).join(" "));
   }
-  view.caption.textContent = "smoothed score, last 5 min · on " + score(cam.on_threshold) +
-    " / off " + score(cam.off_threshold);
+  const shown = pts.length ? Math.min(SPARK_SPAN_S[1], Math.max(SPARK_SPAN_S[0], pts[pts.length - 1][0] - pts[0][0])) : 0;
+  view.caption.textContent = "smoothed score, last " + Math.round(shown / 60 * 10) / 10 + " min · gate on " +
+    score(cam.on_threshold) + " / off " + score(cam.off_threshold);
 }
 
 async function pollCameras() {
