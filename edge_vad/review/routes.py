@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -85,13 +86,24 @@ class ReviewApp:
         self.live = live
         self.index = EventIndex(self.events_dir)
         self.feedback = FeedbackLog(self.events_dir)
-        self.clips = BrowserClips(cache_dir if cache_dir is not None else browser_clip_cache(self.events_dir))
+        self._cache_dir = cache_dir
+        self._clips: Optional[BrowserClips] = None  # made on the first clip request: no folder until needed
+        self._clips_lock = threading.Lock()
         self.clip_wait_s = clip_wait_s
         self.static = load_static()
 
+    @property
+    def clips(self) -> BrowserClips:
+        with self._clips_lock:
+            if self._clips is None:
+                cache = self._cache_dir if self._cache_dir is not None else browser_clip_cache(self.events_dir)
+                self._clips = BrowserClips(cache)
+            return self._clips
+
     def close(self) -> None:
         self.feedback.close()
-        self.clips.close()
+        if self._clips is not None:
+            self._clips.close()
 
     def handle(self, request: Request) -> Response:
         s = request.segments

@@ -146,6 +146,7 @@ def test_review_serves_a_recorded_folder_and_takes_feedback(tmp_path: Path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert not (folder / "browser-clips").exists()  # made only when a clip is asked for
     line = json.loads((folder / "feedback.jsonl").read_text())
     assert line["event_id"] == "aaaaaaaa-1" and line["verdict"] == "confirmed" and line["note"] == "real fight"
 

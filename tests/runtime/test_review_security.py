@@ -73,8 +73,7 @@ def end_record(event_id: str = EVENT_ID, **fields) -> dict:
     return record
 
 
-@pytest.fixture
-def events_dir(tmp_path: Path) -> Path:
+def recorded_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "events"
     jpeg(folder / "snapshots" / f"{EVENT_ID}.channel-mean.jpg", 200)
     write_events(folder, end_record(snapshot=str(folder / "snapshots" / f"{EVENT_ID}.channel-mean.jpg")))
@@ -82,10 +81,25 @@ def events_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def events_dir(tmp_path: Path) -> Path:
+    return recorded_folder(tmp_path)
+
+
+@pytest.fixture
 def served(events_dir: Path):
     app = ReviewApp(events_dir, cache_dir=events_dir.parent / "cache")
     with HttpServer(Metrics(), "127.0.0.1", 0, app=app, guard=AccessGuard("127.0.0.1")) as server:
         yield server, events_dir
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def read_only_server(tmp_path_factory):
+    """One server for the many read-only cases (starting and stopping one takes up to half a second)."""
+    events = recorded_folder(tmp_path_factory.mktemp("review"))
+    app = ReviewApp(events, cache_dir=events.parent / "cache")
+    with HttpServer(Metrics(), "127.0.0.1", 0, app=app, guard=AccessGuard("127.0.0.1")) as server:
+        yield server
     app.close()
 
 
@@ -187,9 +201,8 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("target", TRAVERSALS)
-def test_paths_never_reach_files_outside_what_events_recorded(served, target):
-    server, _ = served
-    status, headers, body = request(server, "GET", target)
+def test_paths_never_reach_files_outside_what_events_recorded(read_only_server, target):
+    status, headers, body = request(read_only_server, "GET", target)
     assert status == 404, (target, status, body[:200])
     assert b"root:" not in body and b"def " not in body
 
