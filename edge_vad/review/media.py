@@ -17,7 +17,9 @@ encoder. It does have libvpx: a clip that is not WebM is transcoded once to VP8 
 Chromium and Firefox plays, and cached (<cache_dir>/<event id>.webm, written atomically). Transcoding is
 done on first request, by one worker thread whose scheduling priority is lowered (Linux nice is per
 thread, see setpriority(2)) so a review never starves detection; about 20 ms per 640x360 frame on a
-loaded x86 core. The recorded clip itself is never changed.
+loaded x86 core. The recorded clip itself is never changed. OpenCV's FFmpeg writer prints one harmless
+line per copy on stderr ("tag 0x30385056/'VP80' is not supported with codec id 139 and format 'webm /
+WebM'"): WebM stores no codec tag, and the writer falls back to none, which is right.
 """
 
 from __future__ import annotations

@@ -129,6 +129,15 @@ def test_review_page_in_a_real_browser(sample_run: SampleRun):
             shown = page.eval_on_selector_all("#events tbody tr", "rows => rows.map(r => r.dataset.id)")
             assert set(first_ids[:SAMPLE_EVENTS]) <= set(shown)
             event_id = first_ids[0]
+            # the filters: a day without events empties the list, Clear brings it back, a camera keeps it
+            rows = "#events tbody tr"
+            page.fill("#filter-day", "2000-01-01")
+            page.dispatch_event("#filter-day", "change")
+            poll(lambda: len(page.query_selector_all(rows)) == 0, 20, "the day filter did not apply")
+            page.click("#filter-clear")
+            poll(lambda: len(page.query_selector_all(rows)) >= SAMPLE_EVENTS, 20, "Clear did not restore the list")
+            page.select_option("#filter-camera", "sample-stream")
+            poll(lambda: len(page.query_selector_all(rows)) >= SAMPLE_EVENTS, 20, "the camera filter hid its events")
             # open the first: snapshot large, clip playing in a <video>
             page.click(f"#events tbody tr[data-id='{event_id}']")
             page.wait_for_selector(f"#detail[data-id='{event_id}']", timeout=10000)
