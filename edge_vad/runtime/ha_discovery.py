@@ -137,6 +137,15 @@ class HomeAssistantSink:
         log.info("home assistant: %d entities for %d camera(s) under %s/.../%s/", len(self.entities),
                  len(self.cameras), cfg.discovery_prefix, self.node_id)
 
+    # What EventSinks may ask of a sink, answered by the wrapped MqttSink: the events themselves go there.
+    @property
+    def kind(self) -> str:
+        return getattr(self.mqtt, "kind", "mqtt")
+
+    @property
+    def retries(self) -> bool:
+        return bool(getattr(self.mqtt, "retries", False))
+
     # -- paho's network thread: only flags, the worker does the publishing ---------------------------
     def _on_connect(self) -> None:
         self._request("connect")
