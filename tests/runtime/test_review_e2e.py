@@ -196,3 +196,54 @@ def test_home_assistant_sees_the_sample_run(sample_run: SampleRun):
     assert 0.0 <= float(seen[f"{PREFIX}/sample-stream/score"][0]) <= 1.0
     (artifacts_dir() / "ha-entities.txt").write_text("\n".join(entities) + "\n")
     print("\nHome Assistant entities seen by a subscriber:\n" + "\n".join(entities))
+
+
+def test_review_command_with_a_token_in_a_real_browser(tmp_path: Path):
+    """`edge-vad review` of a recorded folder behind a token: refused without it, and after one visit with
+    ?token= the page, its API calls and its images work from the cookie."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "events"
+    event_id = "5f0c1d2e-aaaa-4bbb-8ccc-123456789abc"
+    snap = folder / "snapshots" / f"{event_id}.channel-weights.jpg"
+    snap.parent.mkdir(parents=True)
+    cv2.imwrite(str(snap), np.full((90, 160, 3), (40, 80, 200), np.uint8))
+    record = {"id": event_id, "type": "end", "seq": 1, "source": "front-door", "start_frame": 0, "start_s": 0.0,
+              "start_time": "2026-12-02T10:00:00.000+00:00", "emitted_at": "2026-12-02T10:00:03.000+00:00",
+              "frames": 30, "peak_score": 0.93, "mean_score": 0.8, "end_frame": 29, "end_s": 3.0,
+              "end_time": "2026-12-02T10:00:03.000+00:00", "fine": {"class": "riot", "probs": {"riot": 0.9},
+                                                                    "description": "", "top_snippets": []},
+              "clip": None, "snapshot": str(snap), "schema": 1}
+    (folder / "events.jsonl").write_text(json.dumps(record) + "\n")
+    token = "review-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token + "\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from edge_vad.cli import main\nmain()\n", "review", str(folder),
+                             "--port", str(port), "--token-file", str(tmp_path / "token")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, timeout_s=60)
+        url = f"http://127.0.0.1:{port}"
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page()
+                assert page.goto(url + "/").status == 401
+                assert page.goto(url + f"/?token={token}").status == 200
+                assert page.url == url + "/"  # the token left the address bar (and the history)
+                page.wait_for_selector(f"#events tbody tr[data-id='{event_id}']", timeout=30000)
+                assert page.inner_text("#mode").startswith("review of")
+                page.click(f"#events tbody tr[data-id='{event_id}']")
+                poll(lambda: page.evaluate("() => { const i = document.getElementById('detail-snapshot');"
+                                           " return i.complete && i.naturalWidth === 160; }"), 20,
+                     "the snapshot did not load with the cookie")
+                assert "No clip" in page.inner_text("#clip-status")
+            finally:
+                browser.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
