@@ -5,6 +5,7 @@
 const CAMERA_POLL_MS = 300;   // live frames refresh a few times a second, not as a video stream
 const EVENTS_POLL_MS = 2000;
 const HEALTH_POLL_MS = 5000;
+const STALE_S = 5;            // a camera without a new frame for this long is shown as such
 const CLIP_RETRIES = 24;      // the clip may still be transcoding (503): retry every 5 s for 2 minutes
 const SPARK_W = 300, SPARK_H = 64;
 const SPARK_SPAN_S = [60, 300];  // the sparkline shows at least the last minute, at most five
@@ -64,7 +65,10 @@ function sparkY(s) { return (SPARK_H - 2) - Math.max(0, Math.min(1, s)) * (SPARK
 
 function drawCamera(view, cam) {
   view.card.classList.toggle("open", cam.gate_open);
-  view.scoreNow.textContent = (cam.gate_open ? "gate OPEN · " : "") + "score " + score(cam.score);
+  const stale = typeof cam.age_s === "number" && cam.age_s > STALE_S;
+  view.card.classList.toggle("stale", stale);
+  view.scoreNow.textContent = stale ? "no frame for " + Math.round(cam.age_s) + " s" :
+    (cam.gate_open ? "gate OPEN · " : "") + "score " + score(cam.score);
   if (cam.frame_seq !== view.seq && cam.frame_seq > 0) {
     view.seq = cam.frame_seq;
     view.img.src = "/api/cameras/" + encodeURIComponent(cam.name) + "/frame.jpg?seq=" + cam.frame_seq;
