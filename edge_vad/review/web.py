@@ -177,6 +177,14 @@ class AccessGuard:
         return None
 
 
+_TOKEN_IN_URL = re.compile(r"([?&]" + TOKEN_PARAM + r"=)[^&\s]*")
+
+
+def redact(text: str) -> str:
+    """A request line or URL with the value of ?token= replaced, for logs."""
+    return _TOKEN_IN_URL.sub(r"\1<redacted>", text)
+
+
 def _same(offered: str, token: Optional[str]) -> bool:
     return token is not None and hmac.compare_digest(offered.encode("utf-8"), token.encode("utf-8"))
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
 from edge_vad.errors import EdgeVadError
-from edge_vad.review.web import AccessGuard, Request, Response, read_request, write_response
+from edge_vad.review.web import AccessGuard, Request, Response, read_request, redact, write_response
 from edge_vad.runtime.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("edge_vad.http")
@@ -47,12 +47,12 @@ def _handler_for(metrics: Optional[Metrics], app=None, guard: Optional[AccessGua
                 else:
                     response = request
             except Exception:  # noqa: BLE001 - a bug here must answer 500, not kill the thread silently
-                log.exception("http: error serving %s", self.path)
+                log.exception("http: error serving %s", redact(self.path))
                 response = Response.text(500, "internal error")
             try:
                 write_response(self, response)
             except (BrokenPipeError, ConnectionResetError):  # the browser cancelled (a <video> seeking, a reload)
-                log.debug("http: client left during %s", self.path)
+                log.debug("http: client left during %s", redact(self.path))
 
         def _route(self, request: Request) -> Response:
             if metrics is not None and request.path == "/healthz" and request.method == "GET":
@@ -66,7 +66,8 @@ def _handler_for(metrics: Optional[Metrics], app=None, guard: Optional[AccessGua
             return Response.text(404, "not found: try /healthz or /metrics")
 
         def log_message(self, fmt: str, *args) -> None:
-            log.debug("http: %s " + fmt, self.client_address[0], *args)  # polled often: keep it out of INFO
+            # Polled often: DEBUG, not INFO. A one-time ?token= login must not end up in a log.
+            log.debug("http: %s %s", self.client_address[0], redact(fmt % args))
 
     return Handler
 

@@ -169,6 +169,12 @@ def test_token_required_off_loopback(token_server):
     assert status == 303 and headers["Location"] == "/evil.example/"
 
 
+def test_the_token_never_reaches_the_log(token_server, caplog):
+    caplog.set_level("DEBUG", logger="edge_vad.http")
+    assert request(token_server, "GET", f"/api/events?camera=x&token={TOKEN}")[0] == 303
+    assert "GET /api/events?camera=x&token=<redacted>" in caplog.text and TOKEN not in caplog.text
+
+
 def test_token_is_compared_in_constant_time(token_server, monkeypatch):
     calls = []
     real = web.hmac.compare_digest
