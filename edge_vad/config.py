@@ -16,6 +16,7 @@ from typing_extensions import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_vad.errors import ConfigError
+from edge_vad.review.web import is_loopback_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,14 +95,28 @@ class MqttConfig(_Strict):
     spool_dir: Optional[PathValue] = Field(default=None, description="events the broker has not acknowledged; "
                                                                      "default: mqtt-spool/ in the events dir")
     spool_max_mb: float = Field(default=16.0, gt=0, description="spool size cap; the oldest events go beyond it")
+    home_assistant: bool = Field(default=False, description="announce entities by Home Assistant MQTT discovery")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    state_interval_s: float = Field(default=1.0, gt=0, description="how often the score sensor is published")
 
 
 class HttpConfig(_Strict):
+    """/healthz, /metrics and the review page. Bound to loopback unless `host` says otherwise; any other
+    address needs `token_file` (the page shows cameras and events)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8085, gt=0, lt=65536)
     stalled_after_s: float = Field(default=5.0, gt=0, description="a source without a frame for this long makes "
                                                                   "/healthz answer 503")
+    token_file: Optional[PathValue] = Field(default=None, description="file holding the access token (one line)")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self):
+        if self.token_file is None and not is_loopback_host(self.host):
+            raise ValueError(f"host '{self.host}' is not a loopback address: set token_file (a file holding a long "
+                             "random token) so that only its holders see cameras and events, or bind 127.0.0.1")
+        return self
 
 
 class RuntimeConfig(_Strict):

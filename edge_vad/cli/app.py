@@ -122,6 +122,40 @@ def run(
 
 
 @app.command()
+def review(
+    events_dir: Path = typer.Argument(..., help="An events folder (holding events.jsonl, clips/, snapshots/)."),
+    port: int = typer.Option(8086, "--port", min=0, max=65535, help="Port to serve on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --token-file."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the access token (one line)."),
+) -> None:
+    """Serve the review page for recorded events, without a camera running."""
+    from edge_vad.cli.review_cmd import review as run_review
+
+    run_review(events_dir, host, port, token_file)
+
+
+@app.command()
+def events(
+    events_dir: Path = typer.Argument(Path("events"), help="Events folder (or its events.jsonl); default ./events."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only records since: today, yesterday, 10m, 2h, 2026-12-02, '2026-12-02 13:00'."),
+    camera: Optional[List[str]] = typer.Option(None, "--camera", help="Only this camera (repeat for several)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing records as they are appended (Ctrl-C ends)."),
+    output: str = typer.Option("short", "--output", "-o", help="short (one line per record) or json (the records)."),
+    utc: bool = typer.Option(False, "--utc", help="Show times in UTC instead of local time."),
+) -> None:
+    """List and follow event records, the way journalctl lists a journal."""
+    from edge_vad.cli.events_cmd import events as run_events
+
+    try:
+        run_events(events_dir, since=since, cameras=camera, follow=follow, output=output, utc=utc)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:  # `edge-vad events | head`
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+
+
+@app.command()
 def bench(
     target: str = typer.Option("host", "--target", help="Target profile: jetson-nano, jetson-orin-nano, coral-usb, coral-devboard, host."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON (Markdown and PNGs go beside it; default benchmarks/results/)."),

@@ -6,7 +6,8 @@
     sink.close()                       # publishes `offline`, disconnects
 
 Topics (prefix from the config, default "edge-vad"):
-    <prefix>/events      each event as JSON, QoS 1, not retained
+    <prefix>/events      each event record in Frigate's envelope {"type": new|update|end, "before", "after"}
+                         (edge_vad.runtime.frigate_events), QoS 1, not retained
     <prefix>/available   "online" (retained) on every (re)connect; "offline" (retained) on a
                          clean close, and as the last will the BROKER publishes when we vanish
                          (crash, SIGKILL, network loss past the keep-alive).
@@ -21,10 +22,13 @@ emit() never blocks on the network and never raises because the broker is away. 
 at-least-once: an event acknowledged just before a crash may be sent again (its id and seq identify it).
 Only the pump thread and close() call publish for events, never a paho callback: paho calls on_publish
 while holding its own message lock, so publishing under ours from there could deadlock.
+Home Assistant discovery (edge_vad.runtime.ha_discovery) publishes through this client (add_connect_hook,
+publish, client); its retained configs are re-sent on every connect, not spooled.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -32,10 +36,11 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
 
 from edge_vad.config import MqttConfig
 from edge_vad.errors import ConfigError, require_module
+from edge_vad.runtime.frigate_events import FrigateEnvelopes
 from edge_vad.runtime.mqtt_spool import MqttSpool, SpoolEntry
 
 log = logging.getLogger("edge_vad.mqtt")
@@ -87,6 +92,8 @@ class MqttSink:
         self.dropped = 0
         self._ledger = ledger
         self._metrics = metrics
+        self._envelopes = FrigateEnvelopes()
+        self._connect_hooks: List[Callable[[], None]] = []
         self.client_id = client_id or cfg.client_id or default_client_id()
         folder = spool_dir if spool_dir is not None else cfg.spool_dir
         self.spool = MqttSpool(folder, int(cfg.spool_max_mb * 1e6), on_drop=self._spool_dropped,
@@ -132,6 +139,8 @@ class MqttSink:
         self._connected.set()
         self._wake.set()
         log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        for hook in self._connect_hooks:
+            hook()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -155,7 +164,8 @@ class MqttSink:
         return len(self.spool)
 
     def emit(self, event) -> None:
-        payload = event.to_json() if hasattr(event, "to_json") else str(event)
+        message = self._envelopes.wrap(event)  # Frigate's {type, before, after}
+        payload = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         self.spool.add(payload.encode("utf-8"))
         self._update_gauge()
         self._wake.set()
@@ -216,6 +226,21 @@ class MqttSink:
     def _update_gauge(self) -> None:
         if self._metrics is not None:
             self._metrics.mqtt_spool(len(self.spool))
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def add_connect_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` (on paho's network thread: keep it short) after every (re)connect."""
+        self._connect_hooks.append(hook)
+
+    def publish(self, topic: str, payload: Union[str, bytes], retain: bool = False, qos: int = 1) -> Any:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        # NO_CONN: paho keeps QoS 1 messages and sends them after reconnecting; anything else is a loss.
+        if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
+            raise OSError(f"mqtt publish to {topic} failed: {self._mqtt.error_string(info.rc)}")
+        return info
 
     def close(self) -> None:
         """Give the events in flight up to CLOSE_TIMEOUT_S to be acknowledged, announce `offline` (retained),

@@ -41,6 +41,7 @@ import numpy as np
 from edge_vad.config import Config
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
+from edge_vad.review.live import LiveState
 from edge_vad.runtime.clips import ClipRecorder, FinishedClip
 from edge_vad.runtime.coarse import CoarseOutput, CoarseStage
 from edge_vad.runtime.events import END_GATE_CLOSED, END_STOPPED, Event, EventBuilder, FineSummary, utc_now
@@ -121,7 +122,7 @@ class Pipeline:
                  events_dir: Optional[Path] = None, stride: int = 1, score_log: Optional[ScoreLog] = None,
                  stop: Optional[threading.Event] = None, fine_inline: bool = False,
                  snippet_frames: int = SNIPPET_FRAMES, on_frame: Optional[Callable[[Frame], Any]] = None,
-                 ledger: Optional[OutputLedger] = None):
+                 ledger: Optional[OutputLedger] = None, live: Optional[LiveState] = None):
         if stride < 1:
             raise EdgeVadError(f"--stride must be >= 1, got {stride}")
         self.source, self.coarse, self.cfg = source, coarse, cfg
@@ -144,6 +145,9 @@ class Pipeline:
         self._fine_inline = fine_inline
         self._on_frame = on_frame
         self._state_seen = ""
+        self.live = live  # the review page's live view (newest frame, smoothed scores); cheap per frame
+        if live is not None:
+            live.add_camera(self.name, cfg.gate.on_threshold, cfg.gate.off_threshold)
         # Pre-roll of SCORED frames for the fine stage (its clock is the frames' own time).
         ring_len = math.ceil(cfg.fine.pre_roll_s * self.fps / stride) + 1 if self.fine_model else 0
         self._ring: Deque[FineFrame] = deque(maxlen=max(ring_len, 1))
@@ -274,6 +278,8 @@ class Pipeline:
             self.log.add(frame.index, frame.timestamp_s, score, d.open, cls)
         if self.metrics is not None:
             self.metrics.frame(self.name, gate_open=d.open)
+        if self.live is not None:
+            self.live.update(self.name, frame.image, d.smoothed, d.open)
 
     def _open(self, d: GateDecision, record: Optional[FineFrame]) -> None:
         self._episodes += 1

@@ -7,8 +7,9 @@ Start-up order (cheap checks first, so a bad input fails fast with one line): co
 preflight (extras the config needs, every output folder writable: edge_vad.runtime.preflight) -> bundle
 verified (every sha256, before anything loads it) -> backend plan (a missing backend is named with what to
 install) -> sources opened, all at once (edge_vad.runtime.source_worker; a config's live source that does
-not open is retried in the background) -> models loaded (once) -> sinks, crash leftovers cleaned up
-(edge_vad.runtime.recovery), /healthz + /metrics -> READY=1. SIGINT while the sources open: exit 130.
+not open is retried in the background) -> models loaded (once) -> sinks (MQTT, Home Assistant discovery),
+crash leftovers cleaned up (edge_vad.runtime.recovery), the HTTP server (/healthz, /metrics, the review page
+with the pipelines' live state) -> READY=1. SIGINT while the sources open: exit 130.
 
 Stop: SIGTERM or SIGINT sets one stop flag; each pipeline stops reading, ends its open event, drains its
 fine worker and flushes its clips (pipeline.SHUTDOWN_* budgets), then the sinks are flushed and closed,
@@ -37,8 +38,11 @@ from typing import Any, Dict, List, Optional
 
 from edge_vad.backends.edgetpu_runtime import release_probed
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.config import Config, load_config
+from edge_vad.config import Config, HttpConfig, load_config
 from edge_vad.errors import EXIT_INTERRUPTED, EdgeVadError
+from edge_vad.review.live import LiveState
+from edge_vad.review.routes import ReviewApp
+from edge_vad.review.web import AccessGuard, read_token
 from edge_vad.runtime import sdnotify
 from edge_vad.runtime.backend_plan import plan_backends
 from edge_vad.runtime.bundle_defaults import config_for_bundle
@@ -128,7 +132,8 @@ def events_dir_for(opts: RunOptions, cfg: Config) -> Path:
 
 
 def build_sinks(cfg: Config, events_dir: Path, ledger: Optional[OutputLedger] = None,
-                metrics: Optional[Metrics] = None) -> EventSinks:
+                metrics: Optional[Metrics] = None, cameras: Optional[List[str]] = None,
+                live: Optional[LiveState] = None) -> EventSinks:
     sinks = EventSinks(ledger=ledger)
     if cfg.events.jsonl:
         sinks.add(JsonlEventWriter(events_dir / "events.jsonl", ledger=ledger))
@@ -137,8 +142,20 @@ def build_sinks(cfg: Config, events_dir: Path, ledger: Optional[OutputLedger] = 
     if cfg.mqtt.enabled:
         from edge_vad.runtime.mqtt_sink import MqttSink
 
-        sinks.add(MqttSink(cfg.mqtt, spool_dir=mqtt_spool_dir(cfg, events_dir), ledger=ledger, metrics=metrics))
+        mqtt: Any = MqttSink(cfg.mqtt, spool_dir=mqtt_spool_dir(cfg, events_dir), ledger=ledger, metrics=metrics)
+        if cfg.mqtt.home_assistant:
+            from edge_vad.runtime.ha_discovery import HomeAssistantSink
+
+            mqtt = HomeAssistantSink(mqtt, cfg.mqtt, cameras or [], live, events_dir / "ha-discovery.json")
+        sinks.add(mqtt)
     return sinks
+
+
+def http_guard(http_cfg: HttpConfig) -> AccessGuard:
+    """The HTTP server's access guard: loopback only, or the token from http.token_file (read now, so a
+    missing or weak token fails the start with one line before any model loads)."""
+    token = read_token(http_cfg.token_file) if http_cfg.token_file is not None else None
+    return AccessGuard(http_cfg.host, token)
 
 
 class _Stopper:
@@ -221,6 +238,8 @@ def run(opts: RunOptions) -> RunSummary:
     specs = source_specs(opts, cfg)
     events_dir = events_dir_for(opts, cfg)
     _preflight(cfg, opts, specs, events_dir)
+    serve_http = cfg.http.enabled and not opts.no_http
+    guard = http_guard(cfg.http) if serve_http else None
     bundle_dir = resolve_bundle_dir(opts.bundle or cfg.runtime.bundle)
     report = verify_bundle(bundle_dir)
     log.info("%s", report.summary())
@@ -237,6 +256,7 @@ def run(opts: RunOptions) -> RunSummary:
     ledger: Optional[OutputLedger] = None
     workers: List[SourceWorker] = []
     sources: List[Optional[Source]] = []
+    review: Optional[ReviewApp] = None
     try:
         sources = _open(specs, stopper, from_config=not (opts.source or opts.camera))
         models = load_models(bundle_dir, manifest, plan)
@@ -247,20 +267,23 @@ def run(opts: RunOptions) -> RunSummary:
         fine = FineModel(models, metrics) if cfg.fine.enabled and models.get("fine_head") is not None else None
         if cfg.fine.enabled and fine is None:
             log.warning("the bundle has no fine stage: events carry no class")
+        live = LiveState()  # what the review page and the Home Assistant score sensor show
         try:
-            sinks = build_sinks(cfg, events_dir, ledger, metrics)
+            cameras = [s.name if s is not None else spec.label for spec, s in zip(specs, sources)]
+            sinks = build_sinks(cfg, events_dir, ledger, metrics, cameras, live)
         except OSError as exc:  # e.g. a disk so full that events.jsonl cannot even be created
             raise EdgeVadError(f"cannot open the event outputs in {events_dir}: {exc}; free disk space or fix the "
                                "folder") from None
         recover(events_dir, events_dir / "clips" if cfg.events.clips else None, sinks.emit)
-        if cfg.http.enabled and not opts.no_http:
-            http = HttpServer(metrics, cfg.http.host, cfg.http.port).start()
+        if serve_http:
+            review = ReviewApp(events_dir, live)
+            http = HttpServer(metrics, cfg.http.host, cfg.http.port, app=review, guard=guard).start()
         logs: Dict[str, ScoreLog] = {}
 
         def make_pipeline(src: Source, spec: SourceSpec) -> Pipeline:
             return Pipeline(src, coarse, fine, cfg, emit=sinks.emit, metrics=metrics, events_dir=events_dir,
                             stride=spec.stride, score_log=logs.get(src.name), stop=stopper.event,
-                            snippet_frames=manifest.snippet_frames, ledger=ledger)
+                            snippet_frames=manifest.snippet_frames, ledger=ledger, live=live)
 
         workers = [SourceWorker(spec, src, lambda s, spec=spec: make_pipeline(s, spec), stopper.event, metrics)
                    for spec, src in zip(specs, sources)]
@@ -281,6 +304,8 @@ def run(opts: RunOptions) -> RunSummary:
             sinks.close()  # JSONL lines still unwritten and unsent MQTT events are counted here
         if http is not None:
             http.stop()
+        if review is not None:
+            review.close()
         if models is not None:
             models.close()
         release_probed()  # an Edge TPU delegate the backend choice loaded but no model took

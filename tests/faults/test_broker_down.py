@@ -18,6 +18,7 @@ from edge_vad_test_support.faults import Broker, wait_for
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="needs the mqtt extra (pip install 'paho-mqtt>=2')")
 
+from edge_vad.runtime.frigate_events import FrigateEnvelopes  # noqa: E402
 from edge_vad.runtime.mqtt_sink import MqttSink  # noqa: E402
 
 
@@ -39,7 +40,7 @@ class Subscriber:
         deadline = time.monotonic() + timeout_s
         while len(got) < n and time.monotonic() < deadline:
             try:
-                got.append(json.loads(self.messages.get(timeout=max(0.01, deadline - time.monotonic())))["id"])
+                got.append(json.loads(self.messages.get(timeout=max(0.01, deadline - time.monotonic())))["after"]["id"])
             except queue.Empty:
                 break
         return got
@@ -116,7 +117,8 @@ def test_a_full_spool_drops_the_oldest_with_a_counted_warning(tmp_path: Path, ca
     broker = Broker(tmp_path)  # never started
     ledger = OutputLedger()
     events = _events(10)
-    size = len(events[0].to_json().encode())
+    # what the sink spools per event: Frigate's envelope (a new event's `before` is the event itself)
+    size = len(json.dumps(FrigateEnvelopes().wrap(events[0]), separators=(",", ":")).encode())
     with caplog.at_level(logging.WARNING, logger="edge_vad"):
         sink = MqttSink(_cfg(broker.port, spool_max_mb=4.5 * size / 1e6), spool_dir=tmp_path / "spool",
                         ledger=ledger)
@@ -124,6 +126,6 @@ def test_a_full_spool_drops_the_oldest_with_a_counted_warning(tmp_path: Path, ca
             sink.emit(e)
         sink.close()
     kept = sorted((tmp_path / "spool").glob("*.json"))
-    assert [json.loads(p.read_text())["id"] for p in kept] == [e.id for e in events[-4:]]  # the newest stay
+    assert [json.loads(p.read_text())["after"]["id"] for p in kept] == [e.id for e in events[-4:]]  # the newest stay
     assert ledger.lost == {"mqtt": 6}
     assert any("dropped the" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
