@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.config import Config, load_config
+from edge_vad.config import Config, load_config, with_precision
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime import sdnotify
 from edge_vad.runtime.backend_plan import plan_backends
@@ -77,6 +77,7 @@ class RunOptions:
     report: Optional[Path] = None
     events_dir: Optional[Path] = None
     no_http: bool = False
+    precision: Optional[str] = None  # the backend's precision (TensorRT: fp32 / fp16 / int8); None: config / bundle
 
 
 @dataclass
@@ -185,6 +186,7 @@ def run(opts: RunOptions) -> RunSummary:
     log.info("%s", report.summary())
     manifest = report.manifest
     cfg = config_for_bundle(cfg, manifest)
+    cfg = with_precision(cfg, opts.precision)
     plan = plan_backends(manifest, bundle_dir, opts.backend or cfg.runtime.backend, cfg.runtime,
                          fine=cfg.fine.enabled)
     sources = open_sources(specs)
@@ -194,7 +196,10 @@ def run(opts: RunOptions) -> RunSummary:
     http: Optional[HttpServer] = None
     stopper = _Stopper()
     try:
-        models = load_models(bundle_dir, manifest, plan)
+        # A first start on a Jetson builds TensorRT engines (minutes): keep systemd's start timeout extended
+        # meanwhile, from a thread, since the build is one long call (docs/jetson.md, "First start").
+        with sdnotify.StartupExtender(status_text="loading models (a TensorRT engine build takes minutes)"):
+            models = load_models(bundle_dir, manifest, plan)
         summary.backends = _log_plan(models)
         metrics = Metrics()
         coarse = CoarseStage(models, metrics)
