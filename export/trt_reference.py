@@ -31,7 +31,7 @@ def write_reference(work: ExportWork, frames_bgr: Sequence[np.ndarray], preproce
                     qacm_windows: Optional[np.ndarray], note: str) -> dict[str, Any]:
     """Write tensorrt_reference.npz into the bundle; return the manifest's `reference` record."""
     from edge_vad.bundle.manifest import Preprocessing
-    from edge_vad.runtime.trt_plan import _frames_as_inputs
+    from edge_vad.runtime.trt_plan import frames_as_inputs
     from edge_vad_export.onnx_export import save_npz
 
     writer, arts = work.writer, work.writer.artifacts
@@ -42,7 +42,7 @@ def write_reference(work: ExportWork, frames_bgr: Sequence[np.ndarray], preproce
     image = arts["coarse_backbone"]["inputs"][0]
     pre = Preprocessing(size=preprocess.size, mean=list(preprocess.mean), std=list(preprocess.std),
                         pixel_format=preprocess.pixel_format, resize="", interpolation=preprocess.interpolation)
-    images = _frames_as_inputs(arrays[FRAMES_KEY], pre, image["shape"])
+    images = frames_as_inputs(arrays[FRAMES_KEY], pre, image["shape"])
     outputs = _ort_outputs(work.backbone_onnx, [{image["name"]: x} for x in images])
     graphs["coarse_backbone"] = {"inputs": {image["name"]: {"key": FRAMES_KEY, "preprocess": "coarse"}},
                                  "outputs": {}}

@@ -179,14 +179,13 @@ def _log_plan(models: ModelSet) -> List[str]:
 
 def run(opts: RunOptions) -> RunSummary:
     """The whole `edge-vad run`. Raises EdgeVadError (one line) for bad input, after writing what it could."""
-    cfg = load_config(opts.config)
+    cfg = with_precision(load_config(opts.config), opts.precision)
     specs = source_specs(opts, cfg)
     bundle_dir = resolve_bundle_dir(opts.bundle or cfg.runtime.bundle)
     report = verify_bundle(bundle_dir)
     log.info("%s", report.summary())
     manifest = report.manifest
     cfg = config_for_bundle(cfg, manifest)
-    cfg = with_precision(cfg, opts.precision)
     plan = plan_backends(manifest, bundle_dir, opts.backend or cfg.runtime.backend, cfg.runtime,
                          fine=cfg.fine.enabled)
     sources = open_sources(specs)

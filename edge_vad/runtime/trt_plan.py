@@ -38,7 +38,7 @@ def engine_precision(requested: Optional[str], build: TensorRTBuild, name: str, 
     return precision
 
 
-def _frames_as_inputs(frames: np.ndarray, pre: Preprocessing, shape: List[int]) -> np.ndarray:
+def frames_as_inputs(frames: np.ndarray, pre: Preprocessing, shape: List[int]) -> np.ndarray:
     """uint8 RGB [n, size, size, 3] -> float32 [n, *shape] the way live frames are fed (normalise, NHWC -> NCHW)."""
     from edge_vad.runtime.preprocess import normalise
 
@@ -53,7 +53,7 @@ def calibration_batcher(bundle_dir: Path, manifest: Manifest, build: TensorRTBui
     assert build.calibration_artifact is not None
     shape = [int(d) for d in manifest.artifacts[name].inputs[0].shape]
     data = np.load(bundle_dir / manifest.artifacts[build.calibration_artifact].file, allow_pickle=False)
-    frames = (np.ascontiguousarray(_frames_as_inputs(f[None], manifest.preprocessing, shape)[0][0]) for f in data)
+    frames = (np.ascontiguousarray(frames_as_inputs(f[None], manifest.preprocessing, shape)[0][0]) for f in data)
     return CalibrationBatcher(frames, shape[0], shape[1:])
 
 
@@ -81,7 +81,7 @@ def engine_reference(bundle_dir: Path, manifest: Manifest, build: TensorRTBuild,
             if pre is None:
                 raise EdgeVadError(f"bundle {bundle_dir}: no {source.preprocess} preprocessing for the reference of "
                                    f"{name}; re-export the bundle")
-            raw = _frames_as_inputs(raw, pre, shapes[tensor])
+            raw = frames_as_inputs(raw, pre, shapes[tensor])
         inputs[tensor] = np.asarray(raw, np.float32)
     count = {len(v) for v in inputs.values()} | {len(arrays[k]) for k in graph.outputs.values()}
     if len(count) != 1:

@@ -31,6 +31,16 @@ def test_precision_in_config_and_on_the_cli(tmp_path: Path) -> None:
         load_config(cfg)
 
 
+def test_a_bad_precision_on_the_cli_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    from edge_vad.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--source", "benchmarks/data/sample-stream.mp4", "--precision", "fp8", "--no-http"])
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == ["edge-vad: error: --precision 'fp8': choose one of fp32, fp16, int8"]
+
+
 def test_reference_metrics_pass_fail_and_name_the_worst() -> None:
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.normal(size=(1, 8)).astype(np.float32)} for _ in range(6)]
