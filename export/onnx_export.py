@@ -1,8 +1,9 @@
 """PyTorch -> ONNX for every network of the bundle (TorchScript exporter, static batch 1).
 
-Opsets (docs/jetson.md, "Opset policy"): the graphs TensorRT builds on the device (coarse_backbone, qacm,
-clip_visual) are exported at TENSORRT_OPSET = 13, the newest opset the ONNX parser of TensorRT 8.0 / 8.2
-(JetPack 4.6.x) reads according to onnx-tensorrt's docs/operators.md of those releases; the graphs only
+Opsets (docs/jetson.md, "Opset policy"): the coarse graphs TensorRT builds on the device (coarse_backbone,
+qacm) are exported at TENSORRT_OPSET = 13, the newest opset the ONNX parser of TensorRT 8.0 / 8.2 (JetPack
+4.6.x) reads according to onnx-tensorrt's docs/operators.md of those releases; clip_visual needs opset 14
+(scaled_dot_product_attention), so a clip-vit-b16 bundle needs TensorRT 8.4 (JetPack 5); the graphs only
 onnxruntime runs (teacher_step, fine_head, which use opset 17's LayerNormalization) stay at OPSET = 17.
 Each graph is exported with `torch.onnx.export(dynamo=False, opset_version=...)`, then optimised OFFLINE by
 onnxruntime at its BASIC level (constant folding, Pad-into-Conv and similar fusions that produce standard
@@ -44,10 +45,13 @@ from edge_vad.errors import EdgeVadError
 log = logging.getLogger(__name__)
 
 OPSET = 17  # graphs onnxruntime runs (LayerNormalization is an opset-17 op)
-TENSORRT_OPSET = 13  # graphs TensorRT builds: the newest opset TensorRT 8.0 / 8.2 (JetPack 4.6.x) parse
+TENSORRT_OPSET = 13  # coarse graphs TensorRT builds: the newest opset TensorRT 8.0 / 8.2 (JetPack 4.6.x) parse
+# CLIP's attention exports as scaled_dot_product_attention from opset 14 on; below 17 LayerNormalization still
+# decomposes, which matters because TensorRT 8.4 / 8.5 list LayerNormalization as unsupported.
+CLIP_TENSORRT_OPSET = 14
 # The oldest TensorRT whose ONNX parser reads an opset (onnx-tensorrt docs/operators.md per release:
 # 8.0 and 8.2 "up to Opset 13", 8.4 to 8.6 "up to Opset 17", 10.0 "opset 9 to opset 20"); docs/jetson.md.
-MIN_TENSORRT_FOR_OPSET = {13: "8.0", 17: "8.4", 20: "10.0"}
+MIN_TENSORRT_FOR_OPSET = {13: "8.0", 14: "8.4", 17: "8.4", 20: "10.0"}
 DYNAMIC_SHAPE_OPS = ("Shape", "Size", "NonZero", "ConstantOfShape")
 BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")
 # onnxruntime's fusions that rewrite convolution weights (keep_batchnorm switches them off for the offline pass)
@@ -266,7 +270,7 @@ def export_teacher_step(teacher: nn.Module, path: Path | str) -> OnnxGraph:
 def export_clip_visual(image_encoder: nn.Module, path: Path | str) -> OnnxGraph:
     size = int(image_encoder.image_size)
     return export_onnx(ClipVisual(image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], ["embedding"],
-                       opset=TENSORRT_OPSET)
+                       opset=CLIP_TENSORRT_OPSET)
 
 
 def save_npy(array: np.ndarray, path: Path | str) -> Path:

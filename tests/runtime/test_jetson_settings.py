@@ -125,6 +125,14 @@ def test_build_engines_command_builds_checks_then_finds_them_cached(tmp_path_fac
         else:
             assert all("fp16 engine already cached at" in line for line in lines), lines
     assert len(trt.builds) == 2 and gpu.violations == []
-    with pytest.raises(SystemExit) as refused:  # a bundle exported with --targets onnx only
-        main(["models", "build-engines", str(bundles.exported_bundle(tmp_path_factory)[0])])
+    import json
+    import shutil
+
+    onnx_only = tmp_path / "onnx-only"  # the same bundle with its tensorrt target taken out of the manifest
+    shutil.copytree(bundle, onnx_only)
+    manifest = json.loads((onnx_only / "manifest.json").read_text())
+    del manifest["targets"]["tensorrt"]
+    (onnx_only / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "build-engines", str(onnx_only)])
     assert refused.value.code == 1 and "has no tensorrt target" in capsys.readouterr().err
