@@ -124,6 +124,9 @@ class RuntimeConfig(_Strict):
     backend: Optional[str] = Field(default=None, description="force a backend (see `edge-vad models backends`)")
     edgetpu_device: Optional[str] = Field(default=None, pattern=r"^(usb|pci)(:\d+)?$")
     threads: int = Field(default=2, ge=1)
+    # One setting for "the backend's numeric precision": for TensorRT the engine precision (docs/jetson.md).
+    precision: Optional[Literal["fp32", "fp16", "int8"]] = Field(
+        default=None, description="backend precision; TensorRT: fp32, fp16 or int8 (default: the bundle's, fp16)")
 
 
 class Config(_Strict):
@@ -192,6 +195,18 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def with_precision(cfg: Config, precision: Optional[str]) -> Config:
+    """`cfg` with [runtime] precision set from --precision (None keeps the config's); one line for a bad value."""
+    if not precision:
+        return cfg
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"precision": precision})})
 
 
 def load_config(path: Optional[Path]) -> Config:

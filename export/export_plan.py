@@ -43,6 +43,7 @@ FILES = {
     "coarse_backbone_int8": "coarse_backbone_int8.tflite",
     "qacm_int8": "qacm_int8.tflite",
     "tensorrt_calibration": "tensorrt_calibration.npy",
+    "tensorrt_reference": "tensorrt_reference.npz",
 }
 # the external-data file name the backbone graph refers to for its package weights (never in the bundle)
 PACKAGE_WEIGHTS_FILE = "coarse_backbone.package-weights.bin"
@@ -74,8 +75,13 @@ class ExportPlan:
 
     @property
     def tensorrt_precision(self) -> str:
-        """int8 engines need calibration frames; without --calib the device builds fp16."""
-        return "int8" if self.calib is not None else "fp16"
+        """The engines' default precision on the device: fp16 (every Jetson has fast fp16; int8 is refused on the
+        Nano and needs --precision int8 plus the calibration frames --calib puts in the bundle)."""
+        return "fp16"
+
+    @property
+    def tensorrt_precisions(self) -> tuple[str, ...]:
+        return ("fp32", "fp16", "int8") if self.calib is not None else ("fp32", "fp16")
 
     def notes(self) -> list[str]:
         """What the export tells the user about its plan before it starts."""
@@ -84,9 +90,10 @@ class ExportPlan:
             out.append("ONNX graphs are always part of a bundle (reference graphs, TensorRT input, budget counts)")
         if "tensorrt" in self.targets:
             out.append(f"TensorRT engines are built on the device from the bundle's ONNX; the bundle records the "
-                       f"build settings (precision {self.tensorrt_precision}"
-                       + (f", {CALIBRATION_FRAMES} calibration frames" if self.calib is not None else
-                          "; pass --calib DIR for int8") + ")")
+                       f"build settings (default {self.tensorrt_precision}, possible "
+                       f"{' / '.join(self.tensorrt_precisions)}"
+                       + (f"; {CALIBRATION_FRAMES} int8 calibration frames" if self.calib is not None else
+                          "; pass --calib DIR for int8") + ") and reference outputs every new engine must reproduce")
         return out
 
 

@@ -107,6 +107,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         real_features = ref["feature"][:, 0]  # [N, D] pooled F_A; the heads read head_inputs() of a stream of them
 
         # -- QACM student -----------------------------------------------------------------------------------
+        qacm_reference_windows = None
         if student is not None:
             student = student.eval()
             progress.step(f"QACM student (W = {student.window}) -> ONNX")
@@ -117,6 +118,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
             checks, _ = px.onnx_vs_torch(ox.QacmWindow(student), graph.path, [{"features": w[None]} for w in windows],
                                          what="feature windows (backbone features of the parity frames, 10% noise)")
             onnx_artifact(work, "qacm", "coarse_head", graph, checks, window=int(student.window))
+            qacm_reference_windows = windows
         else:
             progress.warn("the checkpoint has no QACM student: the bundle's coarse head is missing")
 
@@ -143,7 +145,13 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         if plan.edgetpu:
             int8_tools.update(compile_for_edgetpu(work))
 
-        # -- TensorRT build settings --------------------------------------------------------------------------
+        # -- TensorRT build settings and reference samples ---------------------------------------------------
+        if "tensorrt" in plan.targets:
+            from edge_vad_export.trt_reference import write_reference
+
+            progress.step("TensorRT reference outputs (what an engine built on the device must reproduce)")
+            work.trt_reference = write_reference(work, frames, backbone.preprocess, qacm_reference_windows,
+                                                 frames_note)
         if "tensorrt" in plan.targets and plan.calib is not None:
             calib = px.collect_frames(plan.calib, CALIBRATION_FRAMES, offset=CALIB_OFFSET)
             data = np.stack([resized_rgb(f, backbone.preprocess) for f in calib])

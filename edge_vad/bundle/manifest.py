@@ -35,8 +35,9 @@ Stage = Literal[
     "fine_head",  # image feature + RWKV state -> L2-normalised video feature + new state
     "text_table",  # constant class x description text embeddings (no text encoder on the device)
     "calibration",  # preprocessed frames for building an int8 TensorRT engine on the device
+    "reference",  # inputs and ONNX outputs a newly built TensorRT engine must reproduce
 ]
-ArtifactFormat = Literal["onnx", "tflite", "npy"]
+ArtifactFormat = Literal["onnx", "tflite", "npy", "npz"]
 Precision = Literal["fp32", "int8", "uint8"]
 
 
@@ -274,13 +275,40 @@ class Descriptions(_Strict):
         return self
 
 
+class ReferenceInput(_Strict):
+    """Where one input tensor's reference samples are: array `key` of the reference file, [samples, *shape]; with
+    `preprocess`, uint8 RGB frames [samples, size, size, 3] normalised as `preprocessing` (coarse) or
+    fine.preprocessing (fine), the way the runtime feeds live frames."""
+
+    key: str
+    preprocess: Optional[Literal["coarse", "fine"]] = None
+
+
+class ReferenceGraph(_Strict):
+    inputs: Dict[str, ReferenceInput]  # the graph's input tensor -> its samples
+    outputs: Dict[str, str]  # the graph's output tensor -> key of the ONNX outputs, [samples, *shape]
+    score_outputs: List[str] = []  # anomaly logits: compared as sigmoid scores (difference and rank)
+
+
+class EngineReferenceInfo(_Strict):
+    """Reference samples a newly built engine must reproduce before it is cached (docs/jetson.md)."""
+
+    artifact: str  # the .npz artifact holding the arrays
+    graphs: Dict[str, ReferenceGraph]  # onnx artifact -> its samples
+    tolerances: Dict[Literal["fp32", "fp16", "int8"], Dict[str, float]]  # edge_vad.backends.engine_check metrics
+    source: str = ""
+
+
 class TensorRTBuild(_Strict):
     """Engines are built on the device from the ONNX (DESIGN.md convention 2); these are the settings."""
 
     onnx_artifacts: List[str]
-    precision: Literal["fp32", "fp16", "int8"]
-    calibration_artifact: Optional[str] = None
+    precision: Literal["fp32", "fp16", "int8"]  # the default; config / --precision may ask for another
+    calibration_artifact: Optional[str] = None  # int8 is possible only with calibration frames
     cache_key: str = "(onnx sha256, precision, TensorRT version, GPU)"
+    opset: Optional[int] = None  # the ONNX opset of onnx_artifacts
+    min_tensorrt: Optional[str] = None  # the oldest TensorRT whose ONNX parser reads that opset (docs/jetson.md)
+    reference: Optional[EngineReferenceInfo] = None
 
 
 class TargetProfile(_Strict):
@@ -314,7 +342,13 @@ class Manifest(_Strict):
         for name, target in self.targets.items():
             refs = list(target.artifacts)
             if target.tensorrt is not None:
-                refs += target.tensorrt.onnx_artifacts + [target.tensorrt.calibration_artifact or ""]
+                trt = target.tensorrt
+                refs += trt.onnx_artifacts + [trt.calibration_artifact or ""]
+                if trt.reference is not None:
+                    refs.append(trt.reference.artifact)
+                    stray = sorted(set(trt.reference.graphs) - set(trt.onnx_artifacts))
+                    if stray:
+                        raise ValueError(f"target {name}: reference graphs {stray} are not among its onnx_artifacts")
             unknown = sorted(r for r in refs if r and r not in self.artifacts)
             if unknown:
                 raise ValueError(f"target {name} names artifacts {unknown} that the manifest does not list")

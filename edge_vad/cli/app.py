@@ -70,6 +70,11 @@ def _root(
     root.setLevel(level)
 
 
+PRECISION_HELP = ("The backend's precision: fp32, fp16 or int8 (TensorRT engines; default: the config's runtime "
+                  "precision setting, else the bundle's, fp16). int8 needs a bundle exported with --calib and a GPU with fast "
+                  "int8 (not the Jetson Nano).")
+
+
 @app.command("validate-config")
 def validate_config(file: Path = typer.Argument(..., help="TOML config file to check.")) -> None:
     """Check a config file: prints OK or one line per problem (exit 1), including optional libraries the
@@ -103,6 +108,7 @@ def run(
     loop: bool = typer.Option(False, "--loop", help="Restart files and image folders at their end."),
     events_dir: Optional[Path] = typer.Option(None, "--events-dir", help="Where events.jsonl, clips/ and snapshots/ go (default: the config's events.dir)."),
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /healthz and /metrics."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Watch a camera or a file and raise explained anomaly events.
 
@@ -118,7 +124,8 @@ def run(
     """
     from edge_vad.cli.run_cmd import run_command
 
-    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http)
+    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http,
+                precision)
 
 
 @app.command()
@@ -216,12 +223,13 @@ def score(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its [gate] and [fine] sections apply."),
     no_fine: bool = typer.Option(False, "--no-fine", help="Coarse scores only (no class scores for mAP)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Batch-score videos offline; the output feeds `edge-vad eval`."""
     from edge_vad.cli.score_cmd import score as run_score
 
     counts = run_score(sources, out, bundle=bundle, backend=backend, snippet=snippet, config=config,
-                       fine=not no_fine, progress=progress)
+                       fine=not no_fine, progress=progress, precision=precision)
     typer.echo(f"{out}: {len(counts)} video(s), {sum(counts.values())} frames scored", err=True)
 
 
@@ -422,6 +430,19 @@ def models_compile_edgetpu(
     from edge_vad.cli.compile_cmd import compile_edgetpu
 
     compile_edgetpu(bundle, out, force=force, min_runtime_version=min_runtime)
+
+
+@models_app.command("build-engines")
+def models_build_engines(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (default: the config's, else the shipped one)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its runtime bundle and precision settings apply."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build even where the cache has an engine."),
+) -> None:
+    """Build, check and cache every TensorRT engine of a bundle ahead of the first start (deploy/install.sh)."""
+    from edge_vad.cli.engines_cmd import build_engines
+
+    build_engines(bundle, precision, config, rebuild)
 
 
 @models_app.command("backends")

@@ -14,16 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import numpy as np
-
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
 from edge_vad.runtime.backend_choice import BackendChoice, HostProbe, choose_backend, live_host
+from edge_vad.runtime.trt_plan import tensorrt_options
 
 log = logging.getLogger("edge_vad.stages")
 
-TRT_CALIBRATION_BATCH = 8  # frames per TensorRT int8 calibration batch (64 shipped frames -> 8 batches)
 RUNTIME_STAGES = ("coarse_backbone", "coarse_head", "fine_image", "fine_head")
 
 
@@ -71,35 +69,19 @@ def _artifact_backend(name: str, art: Artifact, target: TargetProfile, backend: 
     return "onnxruntime"
 
 
-def _calibration(bundle_dir: Path, manifest: Manifest, name: str) -> Any:
-    """int8 TensorRT calibration batches from the bundle's uint8 RGB frames, normalised like live frames."""
-    from edge_vad.backends.tensorrt_backend import CalibrationBatcher
-    from edge_vad.runtime.preprocess import normalise
-
-    data = np.load(bundle_dir / manifest.artifacts[name].file, allow_pickle=False)
-    frames = (np.ascontiguousarray(normalise(f, manifest.preprocessing).transpose(2, 0, 1)) for f in data)
-    return CalibrationBatcher(frames, TRT_CALIBRATION_BATCH, (3, manifest.preprocessing.size, manifest.preprocessing.size))
-
-
 def _options(backend: str, plan_name: str, stage: str, target: TargetProfile, runtime: RuntimeConfig,
              bundle_dir: Path, manifest: Manifest) -> Dict[str, Any]:
     if backend == "onnxruntime":
-        return {"threads": runtime.threads}
+        # used only where onnxruntime has its TensorRT execution provider (NVIDIA's Jetson wheels): it builds
+        # its own engines, cached, in fp16 unless fp32 is asked for (it has no calibration for int8)
+        return {"threads": runtime.threads, "tensorrt_fp16": runtime.precision != "fp32"}
     if backend == "tflite":
         return {"num_threads": runtime.threads}
     if backend == "edgetpu":
         return {"device": runtime.edgetpu_device} if runtime.edgetpu_device else {}
     if backend == "tensorrt":
         assert target.tensorrt is not None
-        precision = target.tensorrt.precision
-        if precision == "int8":
-            calib = target.tensorrt.calibration_artifact
-            if stage == "coarse_backbone" and calib:
-                return {"precision": "int8", "calibration": _calibration(bundle_dir, manifest, calib)}
-            # the shipped calibration frames are images: only the image graph can be calibrated with them
-            log.info("tensorrt: %s has no int8 calibration data of its own; building it in fp16", plan_name)
-            precision = "fp16"
-        return {"precision": precision}
+        return tensorrt_options(plan_name, stage, target.tensorrt, runtime.precision, bundle_dir, manifest)
     return {}
 
 

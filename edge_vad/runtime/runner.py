@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional
 
 from edge_vad.backends.edgetpu_runtime import release_probed
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.config import Config, HttpConfig, load_config
+from edge_vad.config import Config, HttpConfig, load_config, with_precision
 from edge_vad.errors import EXIT_INTERRUPTED, EdgeVadError
 from edge_vad.review.live import LiveState
 from edge_vad.review.routes import ReviewApp
@@ -83,6 +83,7 @@ class RunOptions:
     report: Optional[Path] = None
     events_dir: Optional[Path] = None
     no_http: bool = False
+    precision: Optional[str] = None  # the backend's precision (TensorRT: fp32 / fp16 / int8); None: config / bundle
 
 
 @dataclass
@@ -234,7 +235,7 @@ def _close_sources(workers: List[SourceWorker], sources: List[Optional[Source]])
 def run(opts: RunOptions) -> RunSummary:
     """The whole `edge-vad run`. Raises EdgeVadError (one line) for bad input, after writing what it could;
     OutputsLost (exit 4) at the end when outputs could not be written."""
-    cfg = load_config(opts.config)
+    cfg = with_precision(load_config(opts.config), opts.precision)
     specs = source_specs(opts, cfg)
     events_dir = events_dir_for(opts, cfg)
     _preflight(cfg, opts, specs, events_dir)
@@ -259,7 +260,10 @@ def run(opts: RunOptions) -> RunSummary:
     review: Optional[ReviewApp] = None
     try:
         sources = _open(specs, stopper, from_config=not (opts.source or opts.camera))
-        models = load_models(bundle_dir, manifest, plan)
+        # A first start on a Jetson builds TensorRT engines (minutes): keep systemd's start timeout extended
+        # meanwhile, from a thread, since the build is one long call (docs/jetson.md, "First start").
+        with sdnotify.StartupExtender(status_text="loading models (a TensorRT engine build takes minutes)"):
+            models = load_models(bundle_dir, manifest, plan)
         summary.backends = _log_plan(models)
         metrics = Metrics(stale_after_s=cfg.http.stalled_after_s)
         ledger = OutputLedger(metrics)

@@ -92,7 +92,7 @@ def test_round_trip_bundle_verifies(exported) -> None:
     report = verify_bundle(bundle)
     manifest = report.manifest
     assert result["manifest"]["artifacts"].keys() == manifest.artifacts.keys()
-    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "text_table"}
+    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "text_table", "tensorrt_reference"}
     expected |= {"tensorrt_calibration"} if calib is not None else set()
     assert set(manifest.artifacts) == expected and report.unlisted == []
     assert sorted(p.name for p in bundle.iterdir()) == sorted([MANIFEST_NAME] + [a.file for a in manifest.artifacts.values()])
@@ -169,11 +169,14 @@ def test_budgets_recorded_per_artifact_and_stage(exported) -> None:
 def test_tensorrt_target_records_build_settings(exported) -> None:
     bundle, _, _, calib = exported
     trt = load_manifest(bundle).targets["tensorrt"]
-    assert trt.backends[0] == "tensorrt" and "coarse_backbone" in trt.tensorrt.onnx_artifacts
+    assert trt.backends[0] == "tensorrt" and trt.tensorrt.onnx_artifacts == ["coarse_backbone", "qacm"]
+    # fp16 is the default on every Jetson; int8 is possible (--precision int8) where --calib gave frames
+    assert (trt.tensorrt.precision, trt.tensorrt.opset, trt.tensorrt.min_tensorrt) == ("fp16", 13, "8.0")
+    assert set(trt.tensorrt.reference.graphs) == {"coarse_backbone", "qacm"}
     if calib is None:
-        assert trt.tensorrt.precision == "fp16" and trt.tensorrt.calibration_artifact is None
+        assert trt.tensorrt.calibration_artifact is None
     else:
-        assert trt.tensorrt.precision == "int8" and trt.tensorrt.calibration_artifact == "tensorrt_calibration"
+        assert trt.tensorrt.calibration_artifact == "tensorrt_calibration"
         frames = np.load(bundle / "tensorrt_calibration.npy", allow_pickle=False)
         assert frames.dtype == np.uint8 and frames.shape[1:] == (224, 224, 3) and len(frames) == 64
         assert len({f.tobytes() for f in frames}) == len(frames)  # distinct frames

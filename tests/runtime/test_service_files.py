@@ -105,6 +105,11 @@ case $(basename "$0") in
   systemctl) if [[ $1 == is-active ]]; then [[ -e $STUB_STATE/active ]]; exit; fi
              if [[ $1 == enable && $2 == --now ]]; then touch "$STUB_STATE/active"; fi ;;
   python3) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
+  pip) if [[ $1 == show ]]; then [[ -e $STUB_STATE/pip-${@: -1} ]]; exit; fi
+       if [[ $1 == uninstall ]]; then rm -f "$STUB_STATE/pip-${@: -1}"; fi ;;
+  python) if [[ $1 == -c ]]; then cat "$STUB_STATE/cv2"; exit; fi
+          printf 'numpy>=1.22\nonnxruntime>=1.16\n' ;;  # the dependency list of a Jetson install
+  runuser) exit "$(cat "$STUB_STATE/runuser_rc" 2>/dev/null || echo 0)" ;;
 esac
 exit 0
 """
@@ -201,6 +206,90 @@ def test_installer_refuses_without_root(stubbed, tmp_path):
     proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "must run as root" in proc.stderr and "--dry-run" in proc.stderr
     assert _calls(state) == []
+
+
+# ------------------------------------------------------------------ the installer on a Jetson
+JETPACK_CV2 = "/usr/lib/python3/dist-packages/cv2/__init__.py YES"
+
+
+@pytest.fixture
+def jetson(stubbed):
+    """The stubbed installer on a "Jetson": a tegra release file, JetPack's cv2 with GStreamer, and stubs for
+    the commands only the Jetson part runs as root (install -o, runuser)."""
+    root, state, env = stubbed
+    bin_dir = Path(env["PATH"].split(":")[0])
+    for name in ("install", "runuser"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    release = root / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64\n")
+    (state / "cv2").write_text(JETPACK_CV2)
+    return root, state, dict(env, EDGE_VAD_TEGRA_RELEASE=str(release))
+
+
+def test_jetson_dry_run_keeps_jetpacks_opencv_and_builds_engines(jetson):
+    _, state, env = jetson
+    out = _install(env, "--dry-run")
+    assert "Jetson: # R36 (release), REVISION: 3.0" in out
+    assert "pip install --upgrade --no-deps" in out and "numpy<2" in out and "except OpenCV" in out
+    assert "opencv" not in out.split("except OpenCV")[0].split("--no-deps")[1]
+    assert "would check that" in out and "GStreamer" in out
+    assert "models build-engines --config" in out and "runuser -u edge-vad -- env HOME=/var/lib/edge-vad" in out
+    assert not any(c.startswith(("pip", "runuser", "install")) for c in _calls(state))
+
+
+def test_jetson_install_and_reinstall_never_leave_pypi_opencv_in_the_venv(jetson):
+    root, state, env = jetson
+    _install(env)
+    first = _calls(state)
+    assert any(c.startswith("pip install --upgrade --no-deps") for c in first)
+    deps = next(c for c in first if c.startswith("pip install --upgrade numpy<2"))
+    assert deps == "pip install --upgrade numpy<2 numpy>=1.22 onnxruntime>=1.16"  # no OpenCV among them
+    assert not any(c.startswith("pip install") and c.endswith("[mqtt]") for c in first)  # never with its deps
+    assert any(c.startswith("runuser -u edge-vad -- env HOME=/var/lib/edge-vad") and "models build-engines" in c
+               for c in first)
+    # someone (an old installer, a user) put PyPI OpenCV into the venv: the next run takes it out again
+    (state / "pip-opencv-python-headless").touch()
+    (state / "calls.log").unlink()
+    _install(env)
+    assert "pip uninstall -y opencv-python-headless" in _calls(state)
+    assert not (state / "pip-opencv-python-headless").exists()
+
+
+@pytest.mark.parametrize("cv2, message", [
+    ("/opt/venv/lib/python3.10/site-packages/cv2/__init__.py YES", "cv2 comes from the venv"),
+    ("/usr/lib/python3/dist-packages/cv2/__init__.py NO", "has no GStreamer"),
+    ("", "cannot import cv2"),
+])
+def test_jetson_install_refuses_an_opencv_without_gstreamer(jetson, cv2, message):
+    root, state, env = jetson
+    (state / "cv2").write_text(cv2.replace("/opt/venv", f"{root}/opt/venv"))
+    if not cv2:
+        (state / "cv2").unlink()
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert not any(c.startswith("systemctl enable") for c in _calls(state))
+
+
+def test_jetson_engine_build_failure_stops_the_install_but_a_missing_tensorrt_does_not(jetson):
+    _, state, env = jetson
+    (state / "runuser_rc").write_text("3")  # MissingDependency: no TensorRT in the venv
+    assert "the service will run on onnxruntime" in _install(env)
+    (state / "runuser_rc").write_text("1")
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "building the TensorRT engines failed" in proc.stderr
+    assert "first start builds the TensorRT engines" in _install(dict(env, EDGE_VAD_BUILD_ENGINES="0"))
+
+
+def test_unit_allows_the_jetson_device_nodes_nvidia_lists():
+    """JetPack 6 (r36) names from NVIDIA's devices.csv, JetPack 4/5 names from the same CSVs of those releases."""
+    allow = set(unit_directives()["Service"]["DeviceAllow"])
+    for node in ("/dev/nvmap", "/dev/nvhost-ctrl", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvhost-as-gpu",
+                 "/dev/nvhost-prof-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvgpu/igpu0/channel", "/dev/nvgpu/igpu0/as",
+                 "/dev/nvgpu/igpu0/tsg", "/dev/host1x-fence", "/dev/nvhost-vic", "/dev/nvhost-nvdec",
+                 "/dev/v4l2-nvdec"):
+        assert f"{node} rw" in allow, node
+    assert not any(a.startswith(("/dev/fb", "/dev/dri/card")) for a in allow)  # display nodes: not needed
 
 
 # ------------------------------------------------------------------ sd_notify
