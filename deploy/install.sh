@@ -12,7 +12,8 @@
 #   EDGE_VAD_EXTRAS   pip extras to install [mqtt]; e.g. "mqtt,coral" on a Coral board (the installer says
 #                     which TFLite interpreter that brings and whether it is known to run Coral's libedgetpu)
 #   EDGE_VAD_BUILD_ENGINES  on a Jetson: build the TensorRT engines now [1]; 0 leaves it to the first start
-#   PYTHON            interpreter for the venv [python3]
+#   PYTHON            interpreter for the venv [python3]; Python 3.8-3.13 (checked first, before
+#                     anything changes: README "Python versions and hosts")
 #   EDGE_VAD_PREFIX, EDGE_VAD_CONF_DIR, EDGE_VAD_UNIT_DIR   install locations
 #                     [/opt/edge-vad, /etc/edge-vad, /etc/systemd/system] (packaging, tests)
 set -euo pipefail
@@ -28,6 +29,9 @@ STATE_DIR=/var/lib/edge-vad  # created by systemd (StateDirectory=); the user's 
 SERVICE=edge-vad.service
 SERVICE_USER=edge-vad
 PYTHON=${PYTHON:-python3}
+# Supported interpreters (pyproject.toml requires-python; tests/test_python_versions.py installs on both ends).
+OLDEST_PYTHON=3.8
+NEWEST_PYTHON=3.13
 EXTRAS=${EDGE_VAD_EXTRAS-mqtt}
 # Device groups the daemon may need, where the system has them: cameras and Jetson GPU
 # (video, render), Coral USB (plugdev, udev rule of libedgetpu), Coral PCIe (apex).
@@ -59,6 +63,23 @@ done
 
 [[ -f $REPO_DIR/pyproject.toml && -f $SCRIPT_DIR/edge-vad.toml && -f $SCRIPT_DIR/$SERVICE ]] \
     || die "run this from an edge-vad source tree (pyproject.toml, deploy/edge-vad.toml and deploy/$SERVICE next to it)"
+
+# 0. The interpreter, before anything changes (no user, no venv): the runtime's wheels need 3.8 or newer.
+# 3.7 (Coral Dev Board, Mendel) and 3.6 (Jetson Nano, JetPack 4.6) have no wheels of onnxruntime >= 1.16,
+# numpy >= 1.22, scikit-learn >= 1.3 or matplotlib >= 3.7 (3.6: no pydantic 2 either): README has the route.
+python_version=$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) \
+    || die "no working Python interpreter '$PYTHON'; install Python $OLDEST_PYTHON-$NEWEST_PYTHON (Debian/Ubuntu: apt-get install python3 python3-venv) or set PYTHON=/path/to/python3"
+version_key() { local IFS=.; set -- $1; echo $(( $1 * 1000 + $2 )); }
+if (( $(version_key "$python_version") < $(version_key "$OLDEST_PYTHON") )); then
+    die "Python $python_version ($PYTHON) is not supported: edge-vad needs Python $OLDEST_PYTHON-$NEWEST_PYTHON (3.6 and 3.7 lack wheels of onnxruntime, numpy, scikit-learn and matplotlib that it needs; README \"Python versions and hosts\" has the route for Jetson Nano and Coral Dev Board); set PYTHON=/path/to/python3.8+"
+fi
+if (( $(version_key "$python_version") > $(version_key "$NEWEST_PYTHON") )); then
+    note "Python $python_version is newer than the newest tested ($NEWEST_PYTHON); continuing"
+fi
+if [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    die "Python $python_version ($PYTHON) cannot create a venv (no ensurepip/venv module); install it (Debian/Ubuntu: apt-get install python3-venv) and run again"
+fi
+note "Python $python_version ($PYTHON)"
 if (( DRY_RUN )); then
     note "dry run: nothing will be changed"
 elif [[ $(id -u) -ne 0 ]]; then

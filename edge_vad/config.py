@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import List, Literal, Optional
 
 from typing_extensions import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_vad.compat import remove_prefix
 from edge_vad.errors import ConfigError
 from edge_vad.review.web import is_loopback_host
 
@@ -131,7 +132,7 @@ class RuntimeConfig(_Strict):
 
 class Config(_Strict):
     runtime: RuntimeConfig = RuntimeConfig()
-    sources: list[SourceConfig] = Field(default_factory=list)
+    sources: List[SourceConfig] = Field(default_factory=list)
     gate: GateConfig = GateConfig()
     fine: FineConfig = FineConfig()
     events: EventsConfig = EventsConfig()
@@ -158,7 +159,7 @@ def _format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def config_errors(data: dict, origin: str) -> list[str]:
+def config_errors(data: dict, origin: str) -> List[str]:
     """Validate a parsed TOML document; return one line per problem (empty when valid)."""
     try:
         Config.model_validate(data)
@@ -171,7 +172,7 @@ def config_errors(data: dict, origin: str) -> list[str]:
             if err["type"] == "extra_forbidden":
                 lines.append(f"{origin}: {_format_loc(loc)}: unknown key (value {shown}); remove it or check its spelling")
             else:
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = remove_prefix(err["msg"], "Value error, ")
                 if err["type"] in _UNQUOTE_HINTS and isinstance(value, str):
                     msg += f"; write {_UNQUOTE_HINTS[err['type']]} without quotes"
                 lines.append(f"{origin}: {_format_loc(loc)} = {shown}: {msg}")

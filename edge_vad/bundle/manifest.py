@@ -14,12 +14,12 @@ manifest written by a newer exporter fails loudly instead of being half understo
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_vad.compat import package_dir, remove_prefix
 from edge_vad.errors import EdgeVadError
 
 FORMAT_VERSION = "edge-vad-bundle/1"
@@ -393,7 +393,7 @@ def parse_manifest(data: Any, origin: str) -> Manifest:
         elif err["type"] == "missing":
             what = f"missing key {loc}"
         else:
-            what = f"{loc} = {err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}"
+            what = f"{loc} = {err.get('input')!r}: {remove_prefix(err['msg'], 'Value error, ')}"
         raise EdgeVadError(f"{origin}: {what}{more}; re-export the bundle or restore manifest.json") from None
 
 
@@ -414,10 +414,7 @@ def load_manifest(bundle_dir: Path | str) -> Manifest:
 
 def default_bundle_dir() -> Path:
     """The bundle shipped inside the runtime package: edge_vad/bundles/default (checkout or installed wheel)."""
-    root = resources.files(DEFAULT_BUNDLE_PACKAGE)
-    for part in DEFAULT_BUNDLE_SUBDIR:
-        root = root / part
-    return Path(str(root))
+    return package_dir(DEFAULT_BUNDLE_PACKAGE).joinpath(*DEFAULT_BUNDLE_SUBDIR)
 
 
 def resolve_bundle_dir(spec: Path | str | None) -> Path:

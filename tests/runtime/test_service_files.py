@@ -104,7 +104,11 @@ case $(basename "$0") in
       echo "edge-vad $(tr '\\n' ' ' < "$STUB_STATE/member" 2>/dev/null)" ;;
   systemctl) if [[ $1 == is-active ]]; then [[ -e $STUB_STATE/active ]]; exit; fi
              if [[ $1 == enable && $2 == --now ]]; then touch "$STUB_STATE/active"; fi ;;
-  python3) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
+  python3) if [[ $1 == -c ]]; then  # the installer's probes: version (from $STUB_STATE), venv module
+             [[ $2 == *ensurepip* && -e $STUB_STATE/no_venv ]] && exit 1
+             cat "$STUB_STATE/python_version" 2>/dev/null || echo 3.11.7; exit 0
+           fi
+           mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
   pip) if [[ $1 == show ]]; then [[ -e $STUB_STATE/pip-${@: -1} ]]; exit; fi
        if [[ $1 == uninstall ]]; then rm -f "$STUB_STATE/pip-${@: -1}"; fi ;;
   python) if [[ $1 == -c ]]; then cat "$STUB_STATE/cv2"; exit; fi
@@ -151,8 +155,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(stubbed):
                      "-m venv --system-site-packages", "pip install --upgrade", "config.toml",
                      "+ systemctl daemon-reload", "+ systemctl enable --now edge-vad.service"):
         assert expected in out, out
-    mutating = [c for c in _calls(state) if c.split()[0] in ("groupadd", "useradd", "usermod", "python3", "pip")
-                or c.startswith(("systemctl daemon-reload", "systemctl enable", "systemctl restart"))]
+    mutating = [c for c in _calls(state) if c.split()[0] in ("groupadd", "useradd", "usermod", "pip")
+                or c.startswith(("python3 -m", "systemctl daemon-reload", "systemctl enable", "systemctl restart"))]
     assert mutating == []
     assert sorted(p.name for p in root.iterdir()) == ["bin", "state"]  # no prefix, config or unit dir created
 
@@ -177,7 +181,7 @@ def test_install_then_reinstall_is_idempotent(stubbed):
     (state / "calls.log").unlink()
     out = _install(env)
     second = _calls(state)
-    for once_only in ("groupadd", "useradd", "usermod", "python3"):
+    for once_only in ("groupadd", "useradd", "usermod", "python3 -m venv", "python3 -c import ensurepip"):
         assert not any(c.startswith(once_only) for c in second), (once_only, second)
     assert config.read_text() == "# edited by the user\n"  # never overwritten
     assert "is up to date" in out and "systemctl restart edge-vad.service" in second  # running: restarted
@@ -205,7 +209,70 @@ def test_installer_refuses_without_root(stubbed, tmp_path):
     (Path(env["PATH"].split(":")[0]) / "id").write_text("#!/usr/bin/env bash\necho 1000\n")
     proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "must run as root" in proc.stderr and "--dry-run" in proc.stderr
-    assert _calls(state) == []
+    assert [c for c in _calls(state) if not c.startswith("python3 -c ")] == []  # only the Python probe ran
+
+
+# ------------------------------------------------------------------ the installer's Python check
+PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+
+
+def _assert_refused_untouched(proc: subprocess.CompletedProcess, root: Path, state: Path, needle: str) -> None:
+    """One line on stderr, non-zero exit, and nothing changed: no user, venv, config or unit, no command run but
+    the interpreter probes."""
+    assert proc.returncode != 0, proc.stdout
+    assert len(proc.stderr.splitlines()) == 1 and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert [c for c in _calls(state) if not c.startswith("python3 -c ")] == []
+    assert sorted(p.name for p in root.iterdir()) == ["bin", "state"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"]], ids=["install", "dry-run"])
+@pytest.mark.parametrize("version", ["3.7.3", "3.6.9", "2.7.18"])
+def test_installer_refuses_an_old_python_before_changing_anything(stubbed, version, mode):
+    root, state, env = stubbed
+    (state / "python_version").write_text(version + "\n")
+    proc = subprocess.run(["bash", str(INSTALL), *mode], env=env, capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, f"Python {version} (python3) is not supported")
+    assert "needs Python 3.8-3.13" in proc.stderr and "PYTHON=" in proc.stderr
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7", "2.7"])
+def test_installer_refuses_a_real_old_interpreter(stubbed, version):
+    """The same check against the real interpreters (pyenv's), so the version probe itself runs on them."""
+    root, state, env = stubbed
+    builds = sorted(PYENV.glob(f"{version}.*/bin/python"))
+    if not builds:
+        pytest.skip(f"no Python {version} under {PYENV} (pyenv install {version}) to run the installer's probe on")
+    proc = subprocess.run(["bash", str(INSTALL), "--dry-run"], env=dict(env, PYTHON=str(builds[-1])),
+                          capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, f"Python {builds[-1].parents[1].name} ({builds[-1]}) is not supported")
+
+
+def test_installer_accepts_a_real_oldest_python(stubbed):
+    root, state, env = stubbed
+    builds = sorted(PYENV.glob("3.8.*/bin/python"))
+    if not builds:
+        pytest.skip(f"no Python 3.8 under {PYENV} (pyenv install 3.8) to run the installer's probe on")
+    out = _install(dict(env, PYTHON=str(builds[-1])), "--dry-run")
+    assert f"Python {builds[-1].parents[1].name} ({builds[-1]})" in out
+    assert f"+ {builds[-1]} -m venv --system-site-packages" in out
+
+
+def test_installer_without_python_or_venv_module_says_what_to_install(stubbed):
+    root, state, env = stubbed
+    proc = subprocess.run(["bash", str(INSTALL)], env=dict(env, PYTHON=str(root / "no-such-python")),
+                          capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, "no working Python interpreter")
+    (state / "no_venv").touch()  # Debian/Ubuntu's python3 without python3-venv
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, "apt-get install python3-venv")
+
+
+def test_installer_notes_a_python_newer_than_tested(stubbed):
+    _, state, env = stubbed
+    (state / "python_version").write_text("3.14.0\n")
+    out = _install(env, "--dry-run")
+    assert "Python 3.14.0 is newer than the newest tested (3.13); continuing" in out
 
 
 # ------------------------------------------------------------------ the installer on a Jetson
