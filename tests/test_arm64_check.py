@@ -92,6 +92,16 @@ def test_compare_holds_exact_area_bundles_to_the_goal_only(tmp_path: Path):
                                         "fraction": pytest.approx(1 / frames.size), "max_abs": 1}
     assert "| shipped-exact-area | exact-area | onnxruntime | 40 |" in (tmp_path / "out" / "report.md").read_text()
 
+    # the int8 TFLite path is held to the int8 goal (its kernels round differently per architecture)
+    _scores(x86 / "shipped-exact-area.tflite", base)
+    _scores(arm / "shipped-exact-area.tflite", base + 0.016)
+    assert cmp.compare(x86, arm, tmp_path / "out", interp) == 0
+    shutil.rmtree(arm / "shipped-exact-area.tflite")
+    _scores(arm / "shipped-exact-area.tflite", base + 0.05)
+    assert cmp.compare(x86, arm, tmp_path / "out", interp) == 1
+    shutil.rmtree(arm / "shipped-exact-area.tflite")
+    shutil.rmtree(x86 / "shipped-exact-area.tflite")
+
     # an exact-area bundle over the goal, or a case missing on one side, fails the check
     shutil.rmtree(arm / "shipped-exact-area.onnxruntime")
     _scores(arm / "shipped-exact-area.onnxruntime", base + 0.0002)
