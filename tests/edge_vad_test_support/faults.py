@@ -8,11 +8,9 @@ gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good and python3-gi, as .ci/run
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import textwrap
 import time
@@ -21,26 +19,9 @@ from typing import Iterator, List, Optional
 
 import pytest
 
+from edge_vad_test_support.mosquitto import Broker, free_port, wait_port  # noqa: F401 (re-exported)
+
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3: PyGObject and the GStreamer typelibs are installed for it
-MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1):
@@ -180,35 +161,3 @@ class RtspServer:
 
     def thaw(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
-
-
-# ----------------------------------------------------------------------------- MQTT broker
-class Broker:
-    """A real Mosquitto on a loopback port that a test can stop and start again (same port)."""
-
-    def __init__(self, folder: Path):
-        if MOSQUITTO is None:
-            pytest.skip("mosquitto broker binary not installed (apt-get install mosquitto)")
-        self.port = free_port()
-        self.conf = folder / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-        if os.geteuid() == 0:
-            lines.append(f"user {getpass.getuser()}")  # as root, mosquitto would switch to a `mosquitto` user
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self) -> "Broker":
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None

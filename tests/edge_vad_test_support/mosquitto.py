@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
+import pytest
+
 MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
 NO_MOSQUITTO = "mosquitto broker binary not installed (apt-get install mosquitto)"
@@ -25,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
+def wait_port(port: int, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -33,28 +35,48 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
             return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+class Broker:
+    """A real Mosquitto on a loopback port that a test can stop and start again (same port)."""
+
+    def __init__(self, folder: Path):
+        if MOSQUITTO is None:
+            pytest.skip(NO_MOSQUITTO)
+        self.port = free_port()
+        self.conf = Path(folder) / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append(f"user {getpass.getuser()}")  # as root, mosquitto would switch to a `mosquitto` user
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
 
 @contextmanager
 def running_broker(folder: Path) -> Iterator[int]:
     """Start mosquitto (anonymous, no persistence) on a free loopback port; yields the port."""
-    port = free_port()
-    conf = Path(folder) / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-    if os.geteuid() == 0:
-        lines.append(f"user {getpass.getuser()}")  # as root, mosquitto would switch to a `mosquitto` user
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    broker = Broker(folder).start()
     try:
-        wait_port(port)
-        yield port
+        yield broker.port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        broker.stop()
 
 
 class Subscriber:

@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
