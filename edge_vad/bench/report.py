@@ -69,6 +69,27 @@ def _rwkv_cells(row: Dict[str, Any]) -> Tuple[str, str, str, str, str]:
             f"{row['transformer_gflops']:.4f}")
 
 
+def _streaming_cells(row: Dict[str, Any]) -> Tuple[str, ...]:
+    """(history, RWKV step ms, window ms, KV ms, state KiB, window KiB, KV KiB) of one streaming row."""
+    return (str(row["length"]), f"{row['rwkv_step_ms']:.3f}", f"{row['transformer_window_ms']:.2f}",
+            f"{row['transformer_kv_ms']:.3f}", f"{row['rwkv_state_bytes'] / 1024:.0f}",
+            f"{row['transformer_window_bytes'] / 1024:.0f}", f"{row['transformer_kv_bytes'] / 1024:.0f}")
+
+
+def _streaming_lines(st: Dict[str, Any]) -> List[str]:
+    if not st.get("rows"):
+        return [f"  streaming: skipped ({st.get('skipped') or st.get('error')})"] if st else []
+    out = [f"  streaming, per new frame (RWKV step at {st['rows'][-1]['length']} = {st.get('rwkv_step_growth')}x its "
+           f"cost at {st['rows'][0]['length']}):",
+           f"  {'history':>7} {'rwkv ms':>9} {'window ms':>10} {'KV ms':>8} {'state KiB':>10} {'window KiB':>11} "
+           f"{'KV KiB':>8}"]
+    for row in st["rows"]:
+        cells = _streaming_cells(row)
+        out.append(f"  {cells[0]:>7} {cells[1]:>9} {cells[2]:>10} {cells[3]:>8} {cells[4]:>10} {cells[5]:>11} "
+                   f"{cells[6]:>8}")
+    return out
+
+
 def budget_lines(budgets: Dict[str, Any]) -> List[str]:
     lines = []
     for name, c in budgets.items():
@@ -97,9 +118,9 @@ def text_report(r: Dict[str, Any]) -> str:
     if e.get("skipped"):
         out += ["", f"end to end: skipped ({e['skipped']})"]
     else:
-        out += ["", f"end to end ({e['frames']} frames, {e.get('threads')} runtime threads): {e['fps']} fps; "
-                    f"decode only {e['decode_fps']} fps "
-                    f"(ratio {e['fps_vs_decode']}); gate duty {e['gate_duty']}; dropped {e['dropped']}; "
+        out += ["", f"end to end ({e['frames']} frames, {e.get('threads')} runtime threads): {e['fps']} fps = "
+                    f"{e.get('fps_vs_coarse')} of the coarse stage's own {e.get('coarse_fps')} fps; decode only "
+                    f"{e['decode_fps']} fps; gate duty {e['gate_duty']}; dropped {e['dropped']}; "
                     f"peak RSS {e['peak_rss_mb']} MB"]
         soak = e.get("soak")
         if soak and not soak.get("skipped"):
@@ -128,6 +149,7 @@ def text_report(r: Dict[str, Any]) -> str:
         for row in rv["rows"]:
             length, rwkv_ms, tf_ms, rwkv_gf, tf_gf = _rwkv_cells(row)
             out.append(f"  {length:>7} {rwkv_ms:>9} {tf_ms:>11} {rwkv_gf:>9} {tf_gf:>11}")
+        out += _streaming_lines(rv.get("streaming") or {})
     ft = r.get("fine_torch_latency", {})
     if ft and not ft.get("skipped"):
         where = ft.get("gpu") or ft["device"]
@@ -169,9 +191,10 @@ def markdown_report(r: Dict[str, Any]) -> str:
     lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
     e = r["end_to_end"]
     if _md_section(lines, "End to end", e):
-        lines += ["| fps | decode-only fps | ratio | gate duty | dropped | peak RSS MB |", "|---|---|---|---|---|---|",
-                  f"| {e['fps']} | {e['decode_fps']} | {e['fps_vs_decode']} | {e['gate_duty']} | {e['dropped']} | "
-                  f"{e['peak_rss_mb']} |", "", e["how"]]
+        lines += ["| fps | coarse-only fps | fps / coarse | decode-only fps | gate duty | dropped | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {e['fps']} | {e.get('coarse_fps')} | {e.get('fps_vs_coarse')} | {e['decode_fps']} | "
+                  f"{e['gate_duty']} | {e['dropped']} | {e['peak_rss_mb']} |", "", e["how"]]
         soak = e.get("soak")
         if soak and not soak.get("skipped"):
             lines += ["", f"Soak, {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} MB -> "
@@ -195,6 +218,17 @@ def markdown_report(r: Dict[str, Any]) -> str:
         lines += ["| " + " | ".join(_rwkv_cells(x)) + " |" for x in rv["rows"]]
         lines += ["", f"{rv.get('speedup_at_max_length')}x faster at {rv.get('max_length')} steps on {rv.get('device')}; "
                       f"RWKV time vs length R^2 {rv.get('rwkv_time_linearity_r2')}."]
+        st = rv.get("streaming") or {}
+        lines += ["", "### Streaming: cost per new frame", ""]
+        if st.get("rows"):
+            lines += ["| history | RWKV step ms | Transformer window ms | Transformer KV ms | RWKV state KiB | "
+                      "window KiB | KV cache KiB |", "|---|---|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(_streaming_cells(x)) + " |" for x in st["rows"]]
+            lines += ["", f"RWKV step at the longest history / at the shortest: {st.get('rwkv_step_growth')}x "
+                          f"(window {st.get('transformer_window_growth')}x, KV {st.get('transformer_kv_growth')}x). "
+                          f"{st.get('how', '')}"]
+        else:
+            lines.append(f"Skipped: {st.get('skipped') or st.get('error')}")
     ft = r.get("fine_torch_latency", {})
     if ft and not ft.get("skipped"):
         lines += ["", "## Fine stage in PyTorch", "", f"{ft.get('gpu') or ft['device']}: encoder p50 "

@@ -53,6 +53,12 @@ def _fake_torch(monkeypatch):
          "transformer_gflops": 1e-5 * n * n} for n in lengths]
     mod.fine_stage_budget = lambda encoder="clip-vit-b16", frames_per_snippet=16: {"params": 90_000_000, "gflops": 17.6, "weights": "random"}
     monkeypatch.setitem(sys.modules, torch_sections.PROFILING_MODULE, mod)
+    streaming = types.ModuleType(torch_sections.STREAMING_MODULE)
+    streaming.streaming_rows = lambda lengths=(), device="cpu", **k: [
+        {"length": n, "rwkv_step_ms": 1.0, "transformer_window_ms": 1e-4 * n * n, "transformer_kv_ms": 1e-3 * n,
+         "rwkv_state_bytes": 16384, "transformer_window_bytes": 2048 * n, "transformer_kv_bytes": 8192 * n}
+        for n in lengths]
+    monkeypatch.setitem(sys.modules, torch_sections.STREAMING_MODULE, streaming)
     monkeypatch.setattr(torch_sections, "torch_status", lambda: (True, ""))
     monkeypatch.setattr(torch_sections, "fine_torch_latency", lambda device, iterations, warmup: {
         "skipped": None, "device": device, "fine_encoder": {"p50_ms": 100.0}, "fine_head": {"p50_ms": 1.0},
@@ -92,6 +98,7 @@ def test_full_run_on_a_tiny_stream(tiny, tmp_path, monkeypatch):
     for key in ("fps", "decode_fps", "gate_duty", "peak_rss_mb"):
         assert _is_num(e[key]), key
     assert isinstance(e["dropped"], int) and 0 <= e["gate_duty"] <= 1 and e["peak_rss_mb"] > 50
+    assert _is_num(e["coarse_fps"]) and e["fps_vs_coarse"] == pytest.approx(e["fps"] / e["coarse_fps"], rel=1e-3)
     cv = data["cascade_vs_always_on"]
     assert _is_num(cv["speedup"]) and _is_num(cv["speedup_wall"]) and cv["threads"] == 1
     assert cv["speedup"] == pytest.approx(cv["cascade"]["fps_cpu"] / cv["always_on"]["fps_cpu"], rel=1e-3)
@@ -103,13 +110,15 @@ def test_full_run_on_a_tiny_stream(tiny, tmp_path, monkeypatch):
     rv = data["rwkv_vs_transformer"]
     assert [r["length"] for r in rv["rows"]] == list(torch_sections.FIG4_LENGTHS)
     assert rv["speedup_at_max_length"] == pytest.approx(0.0001 * 1750 / 0.01)
+    st = rv["streaming"]
+    assert [r["length"] for r in st["rows"]] == list(torch_sections.FIG4_LENGTHS) and st["rwkv_step_growth"] == 1.0
     assert data["end_to_end"]["soak"]["skipped"]
     # files next to --json
     for key in ("markdown", "latency_png", "rwkv_png", "json"):
         assert Path(data["files"][key]).is_file(), key
     assert Path(data["files"]["latency_png"]).read_bytes()[:4] == b"\x89PNG"
     md = Path(data["files"]["markdown"]).read_text()
-    assert "| coarse_backbone |" in md and "Fig. 4 analog" in md
+    assert "| coarse_backbone |" in md and "Fig. 4 analog" in md and "Streaming: cost per new frame" in md
 
 
 def _stub_sections(monkeypatch, fps: float):
