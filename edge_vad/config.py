@@ -93,7 +93,9 @@ class RuntimeConfig(_Strict):
     bundle: Optional[Path] = Field(default=None, description="model bundle folder; default: the shipped bundle")
     backend: Optional[str] = Field(default=None, description="force a backend (see `edge-vad models backends`)")
     edgetpu_device: Optional[str] = Field(default=None, pattern=r"^(usb|pci)(:\d+)?$")
-    threads: int = Field(default=2, ge=1)
+    threads: Optional[int] = Field(default=None, ge=1, description=(
+        "intra-op threads of the CPU backends (onnxruntime, TFLite); default: the detected board's target profile "
+        "(edge_vad/bench/targets/*.toml [runtime] threads, chosen from the measurements it names)"))
 
 
 class Config(_Strict):

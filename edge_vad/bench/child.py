@@ -11,7 +11,7 @@ Modes:
 - --always-on: the gate is forced open on every frame, so the fine stage runs on every snippet (VadCLIP-style).
 - --max-frames N + --loop: stop after N frames of a looped file (the soak); --rss-every K samples VmRSS.
 - --scores-out F.npz: per-frame coarse score, gate state and fine class probabilities (NaN where none).
-- --threads N: intra-op threads of the backends (default: the runtime config's).
+- --threads N: intra-op threads of the backends (default: the runtime's, edge_vad.runtime.threads).
 - --coarse-only: no pipeline: CoarseStage.step on every frame of the source, timed per step (decoding, the
   gate, the fine stage, events and clips excluded): the coarse stage's own fps on the same frames and threads,
   the denominator of bench's end_to_end.fps_vs_coarse.
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "fine_frames": result.fine_frames, "fine_dropped_frames": result.fine_dropped_frames,
             "source_dropped": stats.frames_dropped, "frames_missing": result.frames_missing,
             "events": dict(result.events), "rss_samples": rss, "vmhwm_mb": proc_status_mb("VmHWM"),
-            "backends": models.describe(), "threads": cfg.runtime.threads,
+            "backends": models.describe(), "threads": plan.threads, "threads_source": plan.threads_source,
             "error": str(result.error) if result.error else None,
             "stage_cpu_s": {k: round(v, 4) for k, v in metrics.stage_cpu_s.items()},
             "stage_calls": dict(metrics.stage_calls),
@@ -191,7 +191,7 @@ def coarse_only(args: argparse.Namespace) -> Dict[str, Any]:
             frames += 1
         return {"frames_read": frames, "coarse_seconds": round(seconds, 4),
                 "fps": round(frames / seconds, 3) if seconds > 0 else None, "backends": models.describe(),
-                "threads": cfg.runtime.threads, "vmhwm_mb": proc_status_mb("VmHWM"),
+                "threads": plan.threads, "threads_source": plan.threads_source, "vmhwm_mb": proc_status_mb("VmHWM"),
                 "error": None if frames else f"{args.source}: no frame decoded"}
     finally:
         models.close()

@@ -20,6 +20,7 @@ from edge_vad.backends import backend_status
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
+from edge_vad.runtime.threads import resolve_threads
 
 log = logging.getLogger("edge_vad.stages")
 
@@ -48,6 +49,8 @@ class BackendPlan:
     target: str  # the manifest target whose artifacts run
     backend: str  # the target backend (the coarse stage runs on it)
     stages: Tuple[StagePlan, ...]
+    threads: int = 1  # intra-op threads of the CPU backends (edge_vad.runtime.threads)
+    threads_source: str = ""  # where that number comes from
 
     def stage(self, name: str) -> Optional[StagePlan]:
         return next((s for s in self.stages if s.stage == name), None)
@@ -113,11 +116,11 @@ def _calibration(bundle_dir: Path, manifest: Manifest, name: str) -> Any:
 
 
 def _options(backend: str, plan_name: str, stage: str, target: TargetProfile, runtime: RuntimeConfig,
-             bundle_dir: Path, manifest: Manifest) -> Dict[str, Any]:
+             bundle_dir: Path, manifest: Manifest, threads: int) -> Dict[str, Any]:
     if backend == "onnxruntime":
-        return {"threads": runtime.threads}
+        return {"threads": threads}
     if backend == "tflite":
-        return {"num_threads": runtime.threads}
+        return {"num_threads": threads}
     if backend == "edgetpu":
         return {"device": runtime.edgetpu_device} if runtime.edgetpu_device else {}
     if backend == "tensorrt":
@@ -138,6 +141,7 @@ def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str]
                   runtime: Optional[RuntimeConfig] = None, fine: bool = True) -> BackendPlan:
     """Decide, before loading anything, which artifact of which target runs on which backend."""
     runtime = runtime or RuntimeConfig()
+    threads, threads_source = resolve_threads(runtime)
     target_name, backend = choose_target(manifest, requested)
     target = manifest.targets[target_name]
     stages = []
@@ -157,5 +161,7 @@ def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str]
         if art_backend != backend and not backend_status(art_backend).available:
             raise _unavailable(art_backend)
         stages.append(StagePlan(stage, name, bundle_dir / art.file, art_backend,
-                                _options(art_backend, name, stage, target, runtime, bundle_dir, manifest)))
-    return BackendPlan(target_name, backend, tuple(stages))
+                                _options(art_backend, name, stage, target, runtime, bundle_dir, manifest, threads)))
+    if any(s.backend in ("onnxruntime", "tflite") for s in stages):
+        log.info("CPU backends: %d intra-op thread(s), from the %s", threads, threads_source)
+    return BackendPlan(target_name, backend, tuple(stages), threads, threads_source)
