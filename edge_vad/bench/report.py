@@ -114,6 +114,11 @@ def text_report(r: Dict[str, Any]) -> str:
             out.append(f"  {name:<16} not run: {s.get('note', '')}")
     c = r["coarse_frame_to_score"]
     out.append(f"  coarse stage, decoded {c['frame_size']} frame -> score: p50 {_ms(c['p50_ms'])} ms = {c['fps']} fps")
+    ins = r.get("instructions") or {}
+    if ins:
+        out.append("  instructions per coarse frame (callgrind): "
+                   + (f"{ins['ir_per_frame']:,}" if not ins.get("skipped") else f"skipped ({ins['skipped']})"))
+    out += _threads_lines(r.get("threads") or {})
     e = r["end_to_end"]
     if e.get("skipped"):
         out += ["", f"end to end: skipped ({e['skipped']})"]
@@ -127,17 +132,16 @@ def text_report(r: Dict[str, Any]) -> str:
             out.append(f"  soak {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} -> "
                        f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)")
     cv = r["cascade_vs_always_on"]
+    out.append("")
     if cv.get("skipped"):
-        out += ["", f"cascade vs always-on: skipped ({cv['skipped']})"]
+        out.append(f"cascade vs always-on, clip-vit-b16: skipped ({cv['skipped']})")
     else:
-        st = cv["stream"]
-        out += ["", f"cascade vs always-on ({st.get('frames')} frames, {st.get('anomalous_fraction')} anomalous): "
-                    f"speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); frame AUC "
-                    f"cascade {cv['auc_cascade']}, always-on "
-                    f"{cv['auc_always_on']} (coarse score alone {cv['auc_coarse_only']})"]
-        proj = cv.get("projected_clip_vit_b16")
-        if proj:
-            out.append(f"  projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})")
+        out.append(f"cascade vs always-on, {cv.get('encoder')} bundle ({cv.get('weights', '')}):")
+        out.append("  " + _cascade_line(cv))
+    shipped = cv.get("shipped_bundle")
+    if shipped:
+        out.append("cascade vs always-on, shipped bundle:")
+        out.append("  " + _cascade_line(shipped))
     rv = r["rwkv_vs_transformer"]
     out.append("")
     if rv.get("skipped"):
@@ -158,6 +162,46 @@ def text_report(r: Dict[str, Any]) -> str:
     elif ft:
         out.append(f"fine stage in PyTorch: skipped ({ft['skipped']})")
     return "\n".join(out)
+
+
+def _threads_lines(th: Dict[str, Any]) -> List[str]:
+    """One line per swept backend: backbone p50 per thread count, quiet and under load, and the pick."""
+    out = []
+    for name, b in (th.get("backends") or {}).items():
+        if b.get("skipped"):
+            out.append(f"  threads, {name}: skipped ({b['skipped']})")
+            continue
+        cells = ", ".join(f"{n}: {b['p50_ms_quiet'][str(n)]} / {b['p50_ms_loaded'][str(n)]}" for n in b["threads"])
+        out.append(f"  threads, {b['artifact']} on {name} (p50 ms quiet / loaded): {cells}; best under load: "
+                   f"{b['recommended']}")
+    default = th.get("runtime_default")
+    if default:
+        out.append(f"  runtime default: {default['threads']} thread(s), from the {default['source']}")
+    return out
+
+
+def _cascade_line(cv: Dict[str, Any]) -> str:
+    st = cv["stream"]
+    text = (f"{st.get('frames')} frames, {st.get('anomalous_fraction')} anomalous: speedup {cv['speedup']}x per "
+            f"CPU-second ({cv.get('speedup_wall')}x wall clock), bound {cv.get('bound')}x from the stage costs "
+            f"(coarse {cv.get('c_coarse_ms')} ms, fine {cv.get('c_fine_ms')} ms, duty {cv.get('duty')}): "
+            f"speedup / bound {cv.get('speedup_over_bound')}")
+    if cv.get("auc_cascade") is not None:
+        text += (f"; frame AUC cascade {cv['auc_cascade']}, always-on {cv['auc_always_on']} (coarse score alone "
+                 f"{cv['auc_coarse_only']})")
+    return text
+
+
+def _md_cascade(lines: List[str], cv: Dict[str, Any]) -> None:
+    lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
+              f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
+              f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
+              f"| always-on | {cv['always_on']['fps']} | {cv['always_on'].get('fps_cpu')} | "
+              f"{cv['always_on']['fine_fraction']} | {cv['auc_always_on']} |",
+              "", f"Speedup **{cv['speedup']}x** per CPU-second ({cv.get('speedup_wall')}x wall clock); bound "
+                  f"**{cv.get('bound')}x** ({cv.get('bound_definition', '')}: coarse {cv.get('c_coarse_ms')} ms, fine "
+                  f"{cv.get('c_fine_ms')} ms, duty {cv.get('duty')}); speedup / bound {cv.get('speedup_over_bound')}. "
+                  f"Coarse score alone AUC {cv['auc_coarse_only']}. Stream: {json.dumps(cv['stream'])}"]
 
 
 def _md_section(lines: List[str], title: str, section: Dict[str, Any]) -> bool:
@@ -189,6 +233,13 @@ def markdown_report(r: Dict[str, Any]) -> str:
             lines.append(f"| {name} | not run | - | - | - | - |")
     c = r["coarse_frame_to_score"]
     lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
+    th = r.get("threads") or {}
+    if th:
+        lines += ["", "## Intra-op threads", "", th.get("how", ""), ""] + [f"- {x.strip()}" for x in _threads_lines(th)]
+    ins = r.get("instructions") or {}
+    if ins and _md_section(lines, "Instructions per coarse frame (callgrind)", ins):
+        lines += [f"**{ins['ir_per_frame']:,}** instructions per frame ({ins['frame_size']}); {ins['how']}; "
+                  f"{ins['valgrind']}, {ins['wall_s']} s."]
     e = r["end_to_end"]
     if _md_section(lines, "End to end", e):
         lines += ["| fps | coarse-only fps | fps / coarse | decode-only fps | gate duty | dropped | peak RSS MB |",
@@ -200,18 +251,14 @@ def markdown_report(r: Dict[str, Any]) -> str:
             lines += ["", f"Soak, {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} MB -> "
                           f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)."]
     cv = r["cascade_vs_always_on"]
-    if _md_section(lines, "Cascade vs always-on", cv):
-        lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
-                  f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
-                  f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
-                  f"| always-on | {cv['always_on']['fps']} | {cv['always_on'].get('fps_cpu')} | "
-                  f"{cv['always_on']['fine_fraction']} | {cv['auc_always_on']} |",
-                  "", f"Speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); coarse score "
-                      f"alone AUC {cv['auc_coarse_only']}. "
-                      f"Stream: {json.dumps(cv['stream'])}", "", f"Scores: {cv['score_definition']}"]
-        proj = cv.get("projected_clip_vit_b16")
-        if proj:
-            lines += ["", f"Projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})."]
+    if _md_section(lines, f"Cascade vs always-on: {cv.get('encoder', 'clip-vit-b16')} bundle", cv):
+        lines += [f"Bundle: {cv.get('bundle_source')}; weights: {cv.get('weights')}.", ""]
+        _md_cascade(lines, cv)
+    shipped = cv.get("shipped_bundle")
+    if shipped:
+        lines += ["", "## Cascade vs always-on: shipped bundle", ""]
+        _md_cascade(lines, shipped)
+        lines += ["", f"Scores: {shipped['score_definition']}"]
     rv = r["rwkv_vs_transformer"]
     if _md_section(lines, "Enhanced RWKV vs Transformer (Fig. 4 analog)", rv):
         lines += ["| length | RWKV ms | Transformer ms | RWKV GFLOPs | Transformer GFLOPs |", "|---|---|---|---|---|"]
