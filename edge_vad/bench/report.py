@@ -118,6 +118,7 @@ def text_report(r: Dict[str, Any]) -> str:
     if ins:
         out.append("  instructions per coarse frame (callgrind): "
                    + (f"{ins['ir_per_frame']:,}" if not ins.get("skipped") else f"skipped ({ins['skipped']})"))
+    out += _preroll_lines(r.get("preroll") or {})
     out += _threads_lines(r.get("threads") or {})
     e = r["end_to_end"]
     if e.get("skipped"):
@@ -162,6 +163,16 @@ def text_report(r: Dict[str, Any]) -> str:
     elif ft:
         out.append(f"fine stage in PyTorch: skipped ({ft['skipped']})")
     return "\n".join(out)
+
+
+def _preroll_lines(pr: Dict[str, Any]) -> List[str]:
+    out = []
+    for name, p in pr.items():
+        if isinstance(p, dict) and "p50_ms" in p:
+            out.append(f"  clip pre-roll per frame read, {name} ({p['ring']['frame_size']} kept, {p['ring']['frames']} "
+                       f"frames, {p['ring']['mib']} MiB): p50 {_ms(p['p50_ms'])} ms, p99 {_ms(p['p99_ms'])} ms "
+                       f"(the former JPEG pre-roll: {_ms(p['former_jpeg_p50_ms'])} ms)")
+    return out
 
 
 def _threads_lines(th: Dict[str, Any]) -> List[str]:
@@ -233,6 +244,9 @@ def markdown_report(r: Dict[str, Any]) -> str:
             lines.append(f"| {name} | not run | - | - | - | - |")
     c = r["coarse_frame_to_score"]
     lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
+    pr = r.get("preroll") or {}
+    if pr:
+        lines += ["", "## Clip pre-roll", "", pr.get("how", ""), ""] + [f"- {x.strip()}" for x in _preroll_lines(pr)]
     th = r.get("threads") or {}
     if th:
         lines += ["", "## Intra-op threads", "", th.get("how", ""), ""] + [f"- {x.strip()}" for x in _threads_lines(th)]

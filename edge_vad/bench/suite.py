@@ -3,7 +3,8 @@
     result = run_bench(BenchOptions(target="jetson-nano", json_path=Path("out.json")), say=print)
 
 Order: bad input first (target, --assert reference, bundle, source, cascade bundle: one line, exit code 2), then
-the first line (on the target or not), static budgets, per-stage latency, instructions per coarse frame
+the first line (on the target or not), static budgets, per-stage latency, the clip pre-roll's cost per frame,
+instructions per coarse frame
 (callgrind), intra-op threads (1 vs more, quiet and loaded), end to end (+ soak), cascade vs always-on (a clip-vit-b16 bundle, and the shipped one), the PyTorch
 sections, the files. Each measured section records how it was measured next to its figures.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from edge_vad.bench import assert_ref, cascade, clip_cascade, end_to_end, instructions, latency, report, stream, \
-    threads, torch_sections
+    preroll_cost, threads, torch_sections
 from edge_vad.bench.hostinfo import describe_host, describe_short
 from edge_vad.bench.profiles import detect, load_profile
 from edge_vad.bench.static_budgets import COUNTING_RULE, check, model_sizes, recount, static_budgets
@@ -132,6 +133,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
                     "warmup": opts.warmup, "frames": f"{len(frames)} real frames of {source.name}, cycled"}
     r["stages"] = lat["stages"]
     r["coarse_frame_to_score"] = lat["coarse_frame_to_score"]
+    r["preroll"] = preroll_cost.preroll_cost(frames, opts.iterations, opts.warmup)
     r["instructions"] = _instructions(opts, bundle_dir, manifest, backend, source, progress)
     progress("intra-op threads: 1 vs more, interleaved, quiet and under load")
     r["threads"] = threads.thread_sweep(bundle_dir, manifest, frames, rounds=max(20, opts.iterations // 2))

@@ -111,6 +111,10 @@ def test_full_run_on_a_tiny_stream(tiny, tiny_clip_bundle, tmp_path, monkeypatch
     assert isinstance(e["dropped"], int) and 0 <= e["gate_duty"] <= 1 and e["peak_rss_mb"] > 50
     assert _is_num(e["coarse_fps"]) and e["fps_vs_coarse"] == pytest.approx(e["fps"] / e["coarse_fps"], rel=1e-3)
     assert data["instructions"] == {"skipped": "--skip-instructions was given"}
+    for size in ("stream", "720p"):
+        pre = data["preroll"][size]
+        assert pre["iterations"] == 5 and pre["p50_ms"] <= pre["p99_ms"] and _is_num(pre["former_jpeg_p50_ms"])
+    assert data["preroll"]["720p"]["ring"]["frame_size"] == "640x360"  # 1280x720 halved to fit the bound
     th = data["threads"]
     assert th["backends"] and th["runtime_default"]["threads"] >= 1 and "host target profile" in th["runtime_default"]["source"]
     for b in th["backends"].values():
