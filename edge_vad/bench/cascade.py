@@ -67,7 +67,7 @@ def frame_auc(labels: np.ndarray, frames: np.ndarray, scores: np.ndarray) -> Opt
 def _run(video: Path, bundle: Optional[Path], backend: Optional[str], frames: int, always_on: bool,
          tmp: Path) -> Dict[str, Any]:
     npz = tmp / ("always_on.npz" if always_on else "cascade.npz")
-    args = child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz),
+    args = child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz), "--stage-cpu",
                                                   "--threads", str(CASCADE_THREADS)]
     if always_on:
         args.append("--always-on")

@@ -12,6 +12,7 @@ Modes:
 - --max-frames N + --loop: stop after N frames of a looped file (the soak); --rss-every K samples VmRSS.
 - --scores-out F.npz: per-frame coarse score, gate state and fine class probabilities (NaN where none).
 - --threads N: intra-op threads of the backends (default: the runtime's, edge_vad.runtime.threads).
+- --stage-cpu: also record each stage's CPU time (stage_cpu_s; the cascade's bound needs it).
 - --coarse-only: no pipeline: CoarseStage.step on every frame of the source, timed per step (decoding, the
   gate, the fine stage, events and clips excluded): the coarse stage's own fps on the same frames and threads,
   the denominator of bench's end_to_end.fps_vs_coarse.
@@ -69,19 +70,26 @@ def proc_status_mb(field: str) -> Optional[float]:
 
 
 class CountingMetrics(Metrics):
-    """Metrics that also count gate-open frames over the whole run (/metrics keeps a sliding window only) and
-    the CPU time of each stage in the thread that runs it (time.thread_time: with one intra-op thread the
-    backends compute in the calling thread, so this is the stage's work, whatever else the machine runs)."""
+    """Metrics that also count gate-open frames over the whole run (/metrics keeps a sliding window only) and,
+    with stage_cpu, the CPU time of each stage in the thread that runs it (time.thread_time: with one intra-op
+    thread the backends compute in the calling thread, so this is the stage's work, whatever else the machine
+    runs). Opt-in (the cascade runs): two reads of the thread's CPU clock per stage call (about 1 us each here)
+    that the end-to-end run has no use for."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage_cpu: bool = False) -> None:
         super().__init__()
         self.scored_frames = 0
         self.open_frames = 0
+        self.stage_cpu = stage_cpu
         self.stage_cpu_s: Dict[str, float] = {s: 0.0 for s in STAGES}
         self.stage_calls: Dict[str, int] = {s: 0 for s in STAGES}
 
     @contextmanager
     def stage(self, stage: str) -> Iterator[None]:
+        if not self.stage_cpu:
+            with super().stage(stage):
+                yield
+            return
         cpu0 = time.thread_time()
         with super().stage(stage):
             yield
@@ -119,7 +127,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     models = load_models(bundle_dir, manifest, plan)
     sinks = None
     try:
-        metrics = CountingMetrics()
+        metrics = CountingMetrics(stage_cpu=args.stage_cpu)
         coarse = CoarseStage(models, metrics)
         fine = FineModel(models, metrics) if models.get("fine_head") is not None else None
         events_dir = Path(args.events_dir) if args.events_dir else None
@@ -227,6 +235,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--rss-every", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--coarse-only", action="store_true")
+    p.add_argument("--stage-cpu", action="store_true")
     return p.parse_args(argv)
 
 

@@ -185,6 +185,11 @@ def _threads_lines(th: Dict[str, Any]) -> List[str]:
         cells = ", ".join(f"{n}: {b['p50_ms_quiet'][str(n)]} / {b['p50_ms_loaded'][str(n)]}" for n in b["threads"])
         out.append(f"  threads, {b['artifact']} on {name} (p50 ms quiet / loaded): {cells}; best under load: "
                    f"{b['recommended']}")
+    pipe = th.get("pipeline")
+    if pipe:
+        cells = ", ".join(f"{n}: {fps}" for n, fps in pipe["fps"].items())
+        out.append(f"  threads, the whole pipeline (end-to-end fps, runs {pipe['order']}): {cells}; best: "
+                   f"{pipe['recommended']}")
     default = th.get("runtime_default")
     if default:
         out.append(f"  runtime default: {default['threads']} thread(s), from the {default['source']}")

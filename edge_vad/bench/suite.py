@@ -135,9 +135,8 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
     r["coarse_frame_to_score"] = lat["coarse_frame_to_score"]
     r["preroll"] = preroll_cost.preroll_cost(frames, opts.iterations, opts.warmup)
     r["instructions"] = _instructions(opts, bundle_dir, manifest, backend, source, progress)
-    progress("intra-op threads: 1 vs more, interleaved, quiet and under load")
+    progress("intra-op threads: the backbone at 1 vs more, interleaved, quiet and under load")
     r["threads"] = threads.thread_sweep(bundle_dir, manifest, frames, rounds=max(20, opts.iterations // 2))
-    r["threads"]["runtime_default"] = dict(zip(("threads", "source"), resolve_threads(None, opts.root)))
 
     progress("end to end on the stream (child process)")
     e2e = end_to_end.end_to_end(source, opts.bundle, backend)
@@ -148,6 +147,10 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
     else:
         e2e["soak"] = {"skipped": "--soak not given (pass --soak MINUTES of video, e.g. 10)"}
     r["end_to_end"] = e2e
+    progress("intra-op threads: the pipeline at 1 and 2 threads (four child processes)")
+    r["threads"]["pipeline"] = threads.pipeline_sweep(source, opts.bundle, backend)
+    r["threads"]["recommended"] = r["threads"]["pipeline"]["recommended"]
+    r["threads"]["runtime_default"] = dict(zip(("threads", "source"), resolve_threads(None, opts.root)))
     if profile.budgets.max_peak_rss_mb is not None:
         r["budgets"]["peak_rss_mb"] = check(profile.budgets.max_peak_rss_mb, e2e["peak_rss_mb"], "MB",
                                             "peak RSS of the runtime on the stream",

@@ -6,9 +6,11 @@ Load: one busy-looping process per core but one (nice 0), standing for what shar
 backbone when it runs: the decoder, the clip writer, the fine worker, a second camera, the OS. An intra-op pool
 waits for its slowest thread, so one busy core can make a 2-thread call slower than a 1-thread one.
 
-`recommended` = the count with the lowest p50 under load (ties: fewer threads); target profiles record their
-default from it (edge_vad/bench/targets/*.toml [runtime] threads, read by edge_vad.runtime.threads).
-Each backbone artifact of the bundle that can run here is swept (onnxruntime fp32, TFLite int8 on XNNPACK).
+Each backbone artifact of the bundle that can run here is swept (onnxruntime fp32, TFLite int8 on XNNPACK),
+and the whole pipeline too: the end-to-end child at 1 and at 2 threads, in the order 1, 2, 2, 1 (so a drift
+in the machine's load moves both alike), fps averaged per count. `recommended` = the count with the higher
+pipeline fps (ties: fewer threads): what the operator gets. Target profiles record their default from it
+(edge_vad/bench/targets/*.toml [runtime] threads, read by edge_vad.runtime.threads).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +104,26 @@ def sweep_backbone(bundle_dir: Path, manifest: Manifest, backend: str, frames: S
             m.close()
 
 
+PIPELINE_ORDER = (1, 2, 2, 1)
+
+
+def pipeline_sweep(source: Path, bundle: Optional[Path], backend: Optional[str]) -> Dict[str, Any]:
+    """End-to-end fps of the runtime as deployed at 1 and 2 intra-op threads (module doc)."""
+    from edge_vad.bench.subproc import child_args, child_timeout, run_child
+
+    runs: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edge-vad-bench-threads-") as tmp:
+        for i, n in enumerate(PIPELINE_ORDER):
+            events = Path(tmp) / f"run{i}"
+            r = run_child(child_args(source, bundle, backend) + ["--threads", str(n), "--events-dir", str(events)],
+                          child_timeout(10_000), f"end-to-end at {n} thread(s)").result
+            runs.append({"threads": n, "fps": r["fps"], "fps_cpu": r.get("fps_cpu")})
+    fps = {n: round(statistics.mean(r["fps"] for r in runs if r["threads"] == n), 3) for n in sorted(set(PIPELINE_ORDER))}
+    best = max(fps, key=lambda n: (fps[n], -n))
+    return {"fps": {str(n): v for n, v in fps.items()}, "runs": runs, "recommended": best,
+            "order": list(PIPELINE_ORDER)}
+
+
 def thread_sweep(bundle_dir: Path, manifest: Manifest, frames: Sequence[np.ndarray], rounds: int = ROUNDS,
                  counts: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """The sweep for every CPU backend that can run one of the bundle's backbones here (see module doc)."""
@@ -114,6 +137,4 @@ def thread_sweep(bundle_dir: Path, manifest: Manifest, frames: Sequence[np.ndarr
             out["backends"][backend] = {"skipped": backend_status(backend).reason}
             continue
         out["backends"][backend] = sweep_backbone(bundle_dir, manifest, backend, frames, rounds, counts)
-    done = [b for b in out["backends"].values() if not b.get("skipped")]
-    out["recommended"] = done[0]["recommended"] if done else None
     return out

@@ -30,7 +30,9 @@ log = logging.getLogger("edge_vad.bench")
 
 PROFILING_MODULE = "edge_vad_models.profiling.sequence_cost"
 STREAMING_MODULE = "edge_vad_models.profiling.streaming_cost"
-STREAMING_CPU_OPTIONS = {"rounds": 30, "window_rounds": 3}  # the window re-encoding takes ~1-2 s at 1750 on a CPU
+# Steps take ~1 ms (RWKV) and ~5 ms (KV): 200 rounds cost ~10 s and steady the medians on a shared machine; the
+# window re-encoding takes ~1-2 s at 1750 on a CPU, so 3 rounds of it.
+STREAMING_CPU_OPTIONS = {"rounds": 200, "window_rounds": 3}
 STREAMING_ROW_KEYS = ("length", "rwkv_step_ms", "transformer_window_ms", "transformer_kv_ms")
 TORCH_CPU_ITERATIONS = 5  # ViT-B/16 (17.6 GFLOPs) takes 0.3-3 s per frame on one shared CPU core: few calls, labelled
 TORCH_CPU_THREADS = 1  # the same one core as the runtime's latency figures

@@ -108,7 +108,7 @@ def _interleaved_ms(calls: Sequence, rounds: int, device: torch.device) -> list[
 
 
 def streaming_rows(lengths: Sequence[int] = FIG4_LENGTHS, width: int = FINE_HEAD_WIDTH, n_blocks: int = RWKV_BLOCKS,
-                   device: str = "cpu", rounds: int = 30, window_rounds: int = 5, seed: int = 0) -> list[dict]:
+                   device: str = "cpu", rounds: int = 200, window_rounds: int = 5, seed: int = 0) -> list[dict]:
     """One row per history length (keys ROW_KEYS): ms per new frame and bytes per stream; see the module doc.
     `rounds` timed calls per length for the steps, `window_rounds` for the (much slower) window re-encoding."""
     lengths = [int(n) for n in lengths]

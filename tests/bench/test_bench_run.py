@@ -81,6 +81,7 @@ def _is_num(x) -> bool:
 
 def test_full_run_on_a_tiny_stream(tiny, tiny_clip_bundle, tmp_path, monkeypatch):
     _fake_torch(monkeypatch)
+    monkeypatch.setattr(suite.threads, "PIPELINE_ORDER", (1, 2))  # one end-to-end run per count is enough here
     said = []
     json_path = tmp_path / "out" / "bench.json"
     result = run_bench(BenchOptions(target="jetson-nano", json_path=json_path, source=tiny, iterations=5, warmup=1,
@@ -120,6 +121,8 @@ def test_full_run_on_a_tiny_stream(tiny, tiny_clip_bundle, tmp_path, monkeypatch
     for b in th["backends"].values():
         assert b["threads"][:2] == [1, 2] and set(b["p50_ms_quiet"]) == set(b["p50_ms_loaded"]) == {str(n) for n in b["threads"]}
         assert b["recommended"] in b["threads"] and b["busy_processes"] >= 1
+    assert [r["threads"] for r in th["pipeline"]["runs"]] == [1, 2] and set(th["pipeline"]["fps"]) == {"1", "2"}
+    assert th["recommended"] == th["pipeline"]["recommended"] in (1, 2)
     clip, shipped = data["cascade_vs_always_on"], data["cascade_vs_always_on"]["shipped_bundle"]
     assert clip["encoder"] == "clip-vit-b16" and clip["bundle"] == str(tiny_clip_bundle)
     # the clip bundle RAN: its tower was called in the always-on run, once per 16-frame snippet
@@ -168,7 +171,9 @@ def _stub_sections(monkeypatch, fps: float):
         "cascade": {"fps": 1, "fine_fraction": 0.1}, "always_on": {"fps": 1, "fine_fraction": 1.0}})
     monkeypatch.setattr(clip_cascade, "cascade_bundle", lambda given, progress: (None, "no clip bundle in this test"))
     monkeypatch.setattr(suite.instructions, "valgrind_path", lambda: None)
-    monkeypatch.setattr(suite.threads, "thread_sweep", lambda *a, **k: {"backends": {}, "recommended": None})
+    monkeypatch.setattr(suite.threads, "thread_sweep", lambda *a, **k: {"backends": {}})
+    monkeypatch.setattr(suite.preroll_cost, "preroll_cost", lambda *a, **k: {})
+    monkeypatch.setattr(suite.threads, "pipeline_sweep", lambda *a, **k: {"fps": {"1": 9.0}, "order": [1], "recommended": 1})
     monkeypatch.setattr(torch_sections, "torch_status", lambda: (False, "torch off in this test"))
 
 
