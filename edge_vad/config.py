@@ -65,9 +65,10 @@ class EventsConfig(_Strict):
     stdout: bool = False
     clips: bool = True
     clip_pre_roll_s: float = Field(default=3.0, ge=0)
-    clip_pre_roll_mb: float = Field(default=48.0, ge=1, description=(
-        "memory bound of the clip pre-roll (raw frames, edge_vad.runtime.preroll): frames are shrunk by an integer "
-        "factor until (clip_pre_roll_s + gate.min_open_s) of them fit; 4 s of 640x360 at 30 fps take 41 MiB"))
+    clip_pre_roll_mb: float = Field(default=24.0, ge=1, description=(
+        "memory bound of the clip pre-roll (raw I420 frames, edge_vad.runtime.preroll): (clip_pre_roll_s + "
+        "gate.min_open_s) of frames must fit, at full size and every frame, else every second frame, else shrunk "
+        "by an integer factor; 4 s of 640x360 at 30 fps: every frame 41 MiB, every second frame 21 MiB"))
     clip_post_roll_s: float = Field(default=3.0, ge=0)
     snapshots: bool = True
 

@@ -169,9 +169,10 @@ def _preroll_lines(pr: Dict[str, Any]) -> List[str]:
     out = []
     for name, p in pr.items():
         if isinstance(p, dict) and "p50_ms" in p:
-            out.append(f"  clip pre-roll per frame read, {name} ({p['ring']['frame_size']} kept, {p['ring']['frames']} "
-                       f"frames, {p['ring']['mib']} MiB): p50 {_ms(p['p50_ms'])} ms, p99 {_ms(p['p99_ms'])} ms "
-                       f"(the former JPEG pre-roll: {_ms(p['former_jpeg_p50_ms'])} ms)")
+            out.append(f"  clip pre-roll per frame read, {name} ({p['ring']['frame_size']} kept, every "
+                       f"{p['ring']['stride']} of {p['ring']['frames']} frames, {p['ring']['mib']} MiB): mean "
+                       f"{_ms(p['mean_ms'])} ms, a kept frame p50 {_ms(p['kept_frame_p50_ms'])} ms, p99 "
+                       f"{_ms(p['p99_ms'])} ms (the former JPEG pre-roll: {_ms(p['former_jpeg_p50_ms'])} ms)")
     return out
 
 

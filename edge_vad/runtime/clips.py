@@ -28,8 +28,9 @@ the development x86 CPU: a stall a live camera would turn into dropped frames.) 
 thread: about 0.5 ms per 1280x720 frame on that CPU (`edge-vad bench` measures it: preroll_ms); start()
 hands the pre-roll frames to the writer without copying them.
 
-Memory: the ring holds ceil((pre_roll_s + lookback_s) * fps) + 2 frames and at most `pre_roll_mb`
-MiB of pixels (events.clip_pre_roll_mb; 640x360 is 338 KiB a frame, so 4 s at 30 fps take 41 MiB);
+Memory: the ring spans ceil((pre_roll_s + lookback_s) * fps) + 2 frames in at most `pre_roll_mb` MiB
+of pixels (events.clip_pre_roll_mb; 640x360 is 338 KiB a frame: with the default 24 MiB, 4 s of it at
+25 or 30 fps are kept at every second frame, which the clip shows twice; see edge_vad.runtime.preroll);
 `lookback_s` is how late start() may come after the event's start_t (the gate confirms an event
 min_open_s after it opened). Clips have the ring's frame size. The writer's queue carries the same
 frames (lent, not copied) and is bounded (MAX_BACKLOG_S of video beyond the ring, so at most about
@@ -61,7 +62,7 @@ log = logging.getLogger("edge_vad.clips")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PARTIAL_SUFFIX = ".partial.mp4"
 FINAL_SUFFIX = ".mp4"
-DEFAULT_PRE_ROLL_MB = 48.0  # events.clip_pre_roll_mb: 4 s of 640x360 at 30 fps (41 MiB) fit
+DEFAULT_PRE_ROLL_MB = 24.0  # events.clip_pre_roll_mb: 4 s of 640x360 at 30 fps, every second frame (21 MiB)
 MAX_BACKLOG_S = 4.0  # seconds of video the writer may lag behind before frames are dropped (raw frames: memory)
 
 
@@ -115,7 +116,7 @@ class ClipRecorder:
         # encoder that pip's OpenCV lacks.
         self.fourcc = fourcc
         self.capacity = math.ceil((self.pre_roll_s + lookback_s) * self.fps) + 2
-        self._ring = PreRollRing(self.capacity, int(pre_roll_mb * 2**20), max_side)
+        self._ring = PreRollRing(self.capacity, int(pre_roll_mb * 2**20), max_side)  # spans `capacity` frames
         self._clips: Dict[str, _Clip] = {}
         self.frames_dropped = 0
         self._dropped_by_clip: Dict[str, int] = {}
@@ -153,11 +154,11 @@ class ClipRecorder:
         """Buffer a frame and hand it to every open clip; returns the clips finished (on disk)
         since the previous call."""
         t = float(frame.timestamp_s)
-        stored = self._ring.push(frame.index, t, frame.image)
+        stored = self._ring.push(frame.index, t, frame.image, keep_all=bool(self._clips))
         for clip in list(self._clips.values()):
             if clip.stop_t is not None and t > clip.stop_t:
                 self._close_clip(clip, complete=True)
-            else:
+            elif stored is not None:
                 self._send(clip, stored)
         return self._drain()
 
@@ -173,7 +174,7 @@ class ClipRecorder:
         self._dropped_by_clip[name] = 0
         self._jobs.put(("open", name))
         for stored in self._ring.since(start_t - self.pre_roll_s - 1e-9):
-            self._send(clip, stored)
+            self._send(clip, stored, repeat=self._ring.stride)  # a kept frame stands for `stride` frames
         return self.final_path(name)
 
     def stop(self, name: str, end_t: float) -> None:
@@ -204,12 +205,12 @@ class ClipRecorder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, clip: _Clip, stored: ClipFrame) -> None:
+    def _send(self, clip: _Clip, stored: ClipFrame, repeat: int = 1) -> None:
         if stored.index <= clip.last_index:
             return  # already sent (pre-roll overlapping the frame being pushed)
         clip.last_index = stored.index
         try:
-            self._jobs.put_nowait(("frame", clip.name, stored.t, self._ring.lend(stored)))
+            self._jobs.put_nowait(("frame", clip.name, stored.t, self._ring.lend(stored), repeat))
         except queue.Full:
             self.frames_dropped += 1
             self._dropped_by_clip[clip.name] += 1
@@ -253,7 +254,7 @@ class ClipRecorder:
                 if kind == "open":
                     written[job[1]] = _Written()
                 elif kind == "frame":
-                    self._write(job[1], written[job[1]], job[2], job[3])
+                    self._write(job[1], written[job[1]], job[2], job[3], job[4])
                 elif kind == "finish":
                     _, name, complete, note = job
                     self._done.put(self._finish(name, written.pop(name), complete, note))
@@ -262,7 +263,7 @@ class ClipRecorder:
             finally:
                 self._jobs.task_done()
 
-    def _write(self, name: str, w: _Written, t: float, frame: ClipFrame) -> None:
+    def _write(self, name: str, w: _Written, t: float, frame: ClipFrame, repeat: int = 1) -> None:
         if w.error:
             return
         image = frame.bgr()
@@ -277,9 +278,10 @@ class ClipRecorder:
                 return
         if (image.shape[1], image.shape[0]) != w.size:
             image = cv2.resize(image, w.size, interpolation=cv2.INTER_AREA)  # a camera changed mode mid-event
-        w.writer.write(image)
-        w.frames += 1
-        if w.frames == 1:
+        for _ in range(repeat):
+            w.writer.write(image)
+        w.frames += repeat
+        if w.frames == repeat:
             w.first_t = t
         w.last_t = t
 

@@ -1,26 +1,30 @@
 """The clip pre-roll: the last few seconds of camera frames, kept RAW in a bounded ring, encoded only for a clip.
 
-    ring = PreRollRing(capacity=122, budget_bytes=48 << 20, max_side=None)
-    frame = ring.push(index, t, image_bgr)    # every frame: one downscale + colour conversion into a slot
+    ring = PreRollRing(frames=122, budget_bytes=24 << 20)   # frames: how many frames the ring must span
+    frame = ring.push(index, t, image_bgr)    # every frame: a downscale + colour conversion into a slot, or
+                                              # nothing at all for the frames the stride skips (None)
+    frame = ring.push(index, t, image_bgr, keep_all=True)   # a clip is open: every frame comes back
     frames = ring.since(t0)                   # an event opened: the pre-roll, oldest first, lent to the clip
     ring.lend(frame)                          # a frame that also goes to an open clip
 
 Why raw and not JPEG: encoding every frame read for a pre-roll that is rarely used cost 4-6 ms per 720p
 frame on the pipeline thread of the x86 development machine (several times that on a Cortex-A57), more than
-the rest of the pipeline's per-frame overhead. Here a frame costs one `cv2.resize` (only when it must shrink)
-and one `cv2.cvtColor` into a preallocated slot; nothing is compressed until an event opens and the clip
-writer encodes the video (edge_vad.runtime.clips).
+the rest of the pipeline's per-frame overhead. Here a kept frame costs one `cv2.resize` (only when it must
+shrink) and one `cv2.cvtColor` into a preallocated slot; nothing is compressed until an event opens and the
+clip writer encodes the video (edge_vad.runtime.clips).
 
 Format: I420 (planar Y, then U and V at half resolution, 1.5 bytes a pixel, half of BGR). The clip's MPEG-4
 encoder stores 4:2:0 chroma anyway, so the ring keeps what the clip can show at half the memory of BGR.
 
-Memory bound: the ring holds `capacity` frames and never more than `budget_bytes` of pixels (the config's
-events.clip_pre_roll_mb). The frame size is fixed at the first frame: the source's size divided by the
-smallest integer k (even sides, at most `max_side` long) at which `capacity` frames fit the budget. 640x360
-I420 is 338 KiB, so 122 frames (3 s pre-roll + 1 s look-back at 30 fps, + 2) take 41 MiB: with the default
-48 MiB, 640x360 is kept whole, 1280x720 at k = 2 and 1920x1080 at k = 3 (both 640x360). Integer factors keep
-the area resize on OpenCV's fast path: 0.6 ms per 1280x720 frame against 9.5 ms for a fractional factor on
-the development machine. Later frames of another size (a camera that changed mode) are resized to it.
+Memory bound: the ring never holds more than `budget_bytes` of pixels (the config's events.clip_pre_roll_mb).
+At the first frame it picks, in this order, the first fit of `frames` frames into the budget: the source's
+size (shrunk by integer factors k = 1, 2, ... only as far as needed, even sides, at most `max_side` long),
+keeping every frame, else every second frame (the clip then shows each kept pre-roll frame twice: right
+timing, half the frame rate; frames while an event is open are all kept). 640x360 I420 is 338 KiB: with the
+default 24 MiB, 4 s at 25 fps (102 frames) keep 640x360 at every second frame (17 MiB), and so do 1280x720
+at 30 fps (k = 2, 61 kept frames, 21 MiB). Integer factors keep the area resize on OpenCV's fast path: 0.6 ms
+per 1280x720 frame against 9.5 ms for a fractional factor on the development machine. Later frames of
+another size (a camera that changed mode) are resized to the ring's.
 
 Lending: a frame handed to a clip (`since`, `lend`) is never written over; its slot gets a fresh buffer
 when the ring comes round to it, so the clip writer can encode lent frames at its own pace with no copy.
@@ -49,22 +53,32 @@ def _even(x: float) -> int:
     return max(2, int(x) // 2 * 2)
 
 
-def ring_frame_size(width: int, height: int, capacity: int, budget_bytes: int,
-                    max_side: Optional[int] = None) -> Tuple[int, int, int]:
-    """(w, h, k): the source shrunk by the smallest INTEGER factor k (even sides, at most `max_side` long) at
-    which `capacity` I420 frames fit `budget_bytes`. Integer factors keep cv2.INTER_AREA on its fast path
-    (about 10x cheaper than a fractional area resize here). EdgeVadError when no useful size fits."""
-    if width < 2 or height < 2 or capacity < 1:
-        raise ValueError(f"frame {width}x{height} or ring capacity {capacity} is not valid")
+MAX_STRIDE = 2  # keep at least every second pre-roll frame; below that, shrink the picture instead
+
+
+def ring_frame_size(width: int, height: int, frames: int, budget_bytes: int,
+                    max_side: Optional[int] = None) -> Tuple[int, int, int, int]:
+    """(w, h, k, stride): the source shrunk by the smallest INTEGER factor k (even sides, at most `max_side`
+    long) at which the ring spans `frames` frames within `budget_bytes`, keeping every frame or, failing
+    that, every `stride`-th (stride <= MAX_STRIDE). EdgeVadError when no useful size fits."""
+    if width < 2 or height < 2 or frames < 1:
+        raise ValueError(f"frame {width}x{height} or ring length {frames} is not valid")
     k = 1
     while True:
         w, h = _even(width // k), _even(height // k)
         if min(w, h) < MIN_SIDE:
-            raise EdgeVadError(f"{capacity} pre-roll frames do not fit {budget_bytes / 2**20:.1f} MiB at any useful "
-                             f"size; raise events.clip_pre_roll_mb or shorten the pre-roll")
-        if (max_side is None or max(w, h) <= max_side) and i420_bytes(w, h) * capacity <= budget_bytes:
-            return w, h, k
+            raise EdgeVadError(f"{frames} pre-roll frames do not fit {budget_bytes / 2**20:.1f} MiB at any useful "
+                               f"size; raise events.clip_pre_roll_mb or shorten the pre-roll")
+        if max_side is None or max(w, h) <= max_side:
+            for stride in range(1, MAX_STRIDE + 1):
+                if i420_bytes(w, h) * slots_for(frames, stride) <= budget_bytes:
+                    return w, h, k, stride
         k += 1
+
+
+def slots_for(frames: int, stride: int) -> int:
+    """Slots a ring keeping every `stride`-th of `frames` frames needs."""
+    return -(-frames // stride)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,23 +102,26 @@ class ClipFrame:
 class PreRollRing:
     """The bounded ring of raw frames (see module doc). Used from one thread (the pipeline's)."""
 
-    def __init__(self, capacity: int, budget_bytes: int, max_side: Optional[int] = None,
+    def __init__(self, frames: int, budget_bytes: int, max_side: Optional[int] = None,
                  interpolation: int = cv2.INTER_AREA):
-        if capacity < 1:
-            raise ValueError(f"pre-roll ring capacity must be >= 1, got {capacity}")
+        if frames < 1:
+            raise ValueError(f"pre-roll ring length must be >= 1 frame, got {frames}")
         if budget_bytes <= 0:
             raise ValueError(f"pre-roll memory budget must be > 0 bytes, got {budget_bytes}")
-        self.capacity = int(capacity)
+        self.span = int(frames)  # frames of the stream the ring must reach back over
         self.budget_bytes = int(budget_bytes)
         self.max_side = max_side
         self.interpolation = interpolation
         self.size: Optional[Tuple[int, int]] = None  # (w, h), fixed by the first frame
         self.factor = 1  # the integer shrink factor of the first frame
-        self._slots: List[Optional[np.ndarray]] = [None] * self.capacity
-        self._lent = [False] * self.capacity
-        self._frames: List[Optional[ClipFrame]] = [None] * self.capacity
+        self.stride = 1  # every stride-th frame is kept
+        self.capacity = 0  # slots, once the first frame fixed the stride
+        self._slots: List[Optional[np.ndarray]] = []
+        self._lent: List[bool] = []
+        self._frames: List[Optional[ClipFrame]] = []
         self._next = 0
         self._count = 0
+        self._pushed = 0
         self._scratch: Optional[np.ndarray] = None  # the downscaled BGR frame, reused
 
     def __len__(self) -> int:
@@ -115,13 +132,28 @@ class PreRollRing:
         """Bytes of pixels the ring holds now (slots of frames it still keeps)."""
         return sum(f.i420.nbytes for f in self._frames if f is not None)
 
-    def push(self, index: int, t: float, image_bgr: np.ndarray) -> ClipFrame:
-        """Keep a frame (replacing the oldest when full); returns it as stored."""
+    def _start(self, image_bgr: np.ndarray) -> None:
+        h, w = image_bgr.shape[:2]
+        w, h, self.factor, self.stride = ring_frame_size(w, h, self.span, self.budget_bytes, self.max_side)
+        self.size = (w, h)
+        self.capacity = slots_for(self.span, self.stride)
+        self.clear()
+
+    def push(self, index: int, t: float, image_bgr: np.ndarray, keep_all: bool = False) -> Optional[ClipFrame]:
+        """Keep the frame if the stride keeps it (replacing the oldest when full) and return it; a frame the
+        stride skips is not converted at all (None), unless `keep_all` (a clip is open): then it is converted
+        into a buffer of its own, returned but not kept."""
         if self.size is None:
-            h, w = image_bgr.shape[:2]
-            w, h, self.factor = ring_frame_size(w, h, self.capacity, self.budget_bytes, self.max_side)
-            self.size = (w, h)
-        w, h = self.size
+            self._start(image_bgr)
+        w, h = self.size  # type: ignore[misc]
+        keep = self._pushed % self.stride == 0
+        self._pushed += 1
+        if not keep:
+            if not keep_all:
+                return None
+            buf = np.empty((h * 3 // 2, w), np.uint8)
+            cv2.cvtColor(self._fit(image_bgr), cv2.COLOR_BGR2YUV_I420, dst=buf)
+            return ClipFrame(int(index), float(t), buf, -1)
         slot = self._next
         buf = self._slots[slot]
         if buf is None or self._lent[slot]:
@@ -135,7 +167,7 @@ class PreRollRing:
 
     def lend(self, frame: ClipFrame) -> ClipFrame:
         """Mark a frame as handed to a clip: its buffer is never written again."""
-        if self._slots[frame.slot] is frame.i420:
+        if frame.slot >= 0 and self._slots[frame.slot] is frame.i420:
             self._lent[frame.slot] = True
         return frame
 
@@ -152,6 +184,7 @@ class PreRollRing:
         self._slots = [None] * self.capacity
         self._lent = [False] * self.capacity
         self._frames = [None] * self.capacity
+        self._next = 0
         self._count = 0
         self._scratch = None
 

@@ -11,7 +11,7 @@ import pytest
 
 from edge_vad.errors import EdgeVadError
 from edge_vad.runtime.clips import ClipRecorder
-from edge_vad.runtime.preroll import PreRollRing, i420_bytes, ring_frame_size
+from edge_vad.runtime.preroll import MAX_STRIDE, PreRollRing, i420_bytes, ring_frame_size, slots_for
 from edge_vad.sources.base import Frame
 
 MIB = 2**20
@@ -31,19 +31,22 @@ def _grey(frame) -> float:
     return float(bgr[h // 2:, w // 2:].mean())
 
 
-@pytest.mark.parametrize("source, capacity, budget_mb, expected", [
-    ((640, 360), 122, 48, (640, 360, 1)),     # 41 MiB: kept whole
-    ((1280, 720), 122, 48, (640, 360, 2)),    # 1280x720 would take 161 MiB
-    ((1920, 1080), 122, 48, (640, 360, 3)),
-    ((641, 361), 10, 48, (640, 360, 1)),      # odd sides lose a row and a column (I420 needs even ones)
-    ((640, 360), 122, 20, (320, 180, 2)),
+@pytest.mark.parametrize("source, frames, budget_mb, expected", [
+    ((640, 360), 122, 48, (640, 360, 1, 1)),     # 41 MiB: every frame, whole
+    ((640, 360), 102, 24, (640, 360, 1, 2)),     # 35 MiB whole: every second frame (17 MiB) before shrinking
+    ((1280, 720), 122, 48, (640, 360, 2, 1)),    # 1280x720 would take 161 MiB, 80 MiB at every second frame
+    ((1280, 720), 122, 24, (640, 360, 2, 2)),
+    ((1920, 1080), 122, 48, (960, 540, 2, 2)),   # resolution first: half the frame rate before a third the size
+    ((641, 361), 10, 48, (640, 360, 1, 1)),      # odd sides lose a row and a column (I420 needs even ones)
+    ((640, 360), 122, 11, (320, 180, 2, 1)),     # 10.5 MiB
 ])
-def test_frame_size_is_the_first_integer_factor_that_fits(source, capacity, budget_mb, expected):
-    w, h, k = ring_frame_size(*source, capacity, budget_mb * MIB)
-    assert (w, h, k) == expected
-    assert i420_bytes(w, h) * capacity <= budget_mb * MIB
-    if k > 1:  # the next larger factor would not have fitted
-        assert i420_bytes(source[0] // (k - 1) // 2 * 2, source[1] // (k - 1) // 2 * 2) * capacity > budget_mb * MIB
+def test_frame_size_is_the_first_integer_factor_and_stride_that_fit(source, frames, budget_mb, expected):
+    w, h, k, stride = ring_frame_size(*source, frames, budget_mb * MIB)
+    assert (w, h, k, stride) == expected
+    assert i420_bytes(w, h) * slots_for(frames, stride) <= budget_mb * MIB
+    if k > 1:  # the next larger size would not have fitted, even at every second frame
+        bigger = i420_bytes(source[0] // (k - 1) // 2 * 2, source[1] // (k - 1) // 2 * 2)
+        assert bigger * slots_for(frames, MAX_STRIDE) > budget_mb * MIB
 
 
 def test_max_side_and_a_budget_too_small_for_any_picture():
@@ -54,7 +57,7 @@ def test_max_side_and_a_budget_too_small_for_any_picture():
 
 def test_ring_keeps_the_newest_frames_in_order_within_its_bound():
     budget = 2 * MIB
-    ring = PreRollRing(capacity=20, budget_bytes=budget)
+    ring = PreRollRing(frames=20, budget_bytes=budget)
     for i in range(50):
         size = (256, 144) if i < 30 else (320, 240)  # the camera changes mode at frame 30
         ring.push(i, i / 10, _image(i, size))
@@ -67,7 +70,7 @@ def test_ring_keeps_the_newest_frames_in_order_within_its_bound():
 
 
 def test_lent_frames_are_never_written_over():
-    ring = PreRollRing(capacity=4, budget_bytes=MIB)
+    ring = PreRollRing(frames=4, budget_bytes=MIB)
     for i in range(4):
         ring.push(i, float(i), _image(i))
     lent = ring.since(2.0)  # frames 2 and 3 go to a clip
@@ -120,3 +123,38 @@ def test_no_encoding_and_no_allocation_per_frame_while_no_event_is_open(tmp_path
         assert ok and first.shape == (360, 640, 3) and clip.frames == 26  # 1 s of pre-roll at 25 fps + the frame
     finally:
         rec.close()
+
+
+def test_every_second_frame_when_the_bound_needs_it_and_the_clip_keeps_its_timing(tmp_path, monkeypatch):
+    conversions = []
+    real = cv2.cvtColor
+    monkeypatch.setattr(cv2, "cvtColor", lambda src, code, *a, **k: (conversions.append(code), real(src, code, *a, **k))[1])
+    # 64x48 I420 is 4608 bytes; 17 frames (1 s + 0.5 s look-back at 10 fps, + 2) fit only at every second frame
+    rec = ClipRecorder(pre_roll_s=1.0, post_roll_s=0.5, fps=10.0, out_dir=tmp_path, lookback_s=0.5,
+                       pre_roll_mb=12 * 4608 / MIB)
+    try:
+        for i in range(20):
+            rec.push(Frame(_image(i), i, i / 10, "cam"))
+        assert rec._ring.stride == 2 and rec.buffered_frames == 9 and rec.buffered_bytes <= 12 * 4608
+        assert conversions.count(cv2.COLOR_BGR2YUV_I420) == 10  # the frames the stride skips are not converted
+        for i in range(20, 60):
+            rec.push(Frame(_image(i), i, i / 10, "cam"))
+            if i == 25:  # confirmed at 25, opened at 20: pre-roll from 1.0 s
+                final = rec.start("ev", start_t=2.0)
+            if i == 35:
+                rec.stop("ev", end_t=3.5)
+        (clip,) = rec.flush()
+    finally:
+        rec.close()
+    # kept pre-roll frames 10, 12, ..., 24 written twice each, then every frame 26..40 once: 4 s at 10 fps
+    assert clip.path == final and clip.frames == 31 and clip.first_t == pytest.approx(1.0)
+    cap = cv2.VideoCapture(str(final))
+    greys = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        greys.append(float(img[img.shape[0] // 2:, img.shape[1] // 2:].mean()))
+    cap.release()
+    expected = [(i * 7) % 256 for i in range(10, 26, 2) for _ in range(2)] + [(i * 7) % 256 for i in range(26, 41)]
+    assert np.allclose(greys, expected, atol=4)
