@@ -154,9 +154,10 @@ def plot(r: dict, path: Path) -> None:
     ax2 = ax.twinx()
     ax2.plot([o["index"] for o in ops], [o["cumulative_ms"] for o in ops], "k-", lw=1)
     ax.set_xlabel("op (execution order)")
-    ax.set_ylabel("ms per op (bars: blue trunk, orange F_A branch, green classifier / pooling)")
-    ax2.set_ylabel("cumulative ms")
-    ax.set_title(f"{r['model']}: op by op, 1 thread, XNNPACK", fontsize=9)
+    ax.set_ylabel("ms per op")
+    ax2.set_ylabel("cumulative ms (line)")
+    ax.set_title(f"{Path(r['model']).name}, 1 thread, XNNPACK: blue = shared trunk, orange = F_A (deconvolution) "
+                 "branch, green = classifier and trunk pooling", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

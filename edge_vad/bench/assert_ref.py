@@ -99,4 +99,6 @@ def reference_from_result(result: Dict[str, Any], command: str, notes: str = "")
     return {"target": result["target"], "tolerance": TOLERANCE,
             "measured": {"command": command, "host": result.get("host"), "on_target": result.get("on_target"),
                          "date": result.get("run", {}).get("started_at"), "run": result.get("run"), "notes": notes},
-            "figures": figures}
+            "figures": figures,
+            # what the target profile's [runtime] threads was chosen from (not compared by --assert)
+            "threads": result.get("threads")}

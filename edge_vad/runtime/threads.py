@@ -4,10 +4,12 @@
 
 The board is the first target profile (edge_vad/bench/targets/*.toml) whose detection rules match this machine
 (device-tree model, device nodes, USB ids; edge_vad.bench.profiles.detect), else the `host` profile. Each profile's
-[runtime] threads names the measurement it was chosen from (`edge-vad bench` measures 1 vs more threads,
-interleaved, quiet and under load: its `threads` section). Why a default at all: on the 2-core development
-machine, with other work on the cores, a backbone on 2 threads ran about 3x slower than on 1 (an intra-op
-pool waits for its slowest thread, and a busy core makes every call wait).
+[runtime] threads names the measurement it was chosen from (`edge-vad bench` measures the backbone at 1 vs
+more threads, interleaved, quiet and under load, and the whole pipeline at 1 and 2: its `threads` section).
+Why per board and measured: issue 16 saw a backbone on 2 threads run about 3x slower than on 1 under load on
+the 2-core development machine, while our interleaved runs there (non-spinning onnxruntime pools) found the
+whole pipeline 20 % faster at 2 (benchmarks/reference/host.json, section threads): the answer depends on
+the cores, the backend and what else runs, so each board records its own.
 """
 
 from __future__ import annotations
