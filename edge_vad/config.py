@@ -1,15 +1,23 @@
 """The one typed config of edge-vad (TOML). Unknown keys are rejected; errors name the
-file, the key path and the bad value. `deploy/edge-vad.toml` is the commented example."""
+file, the key path and the bad value. `deploy/edge-vad.toml` is the commented example.
+
+Types are strict (pydantic strict mode): `enabled = "yes"`, `port = "1883"` or `clips = "off"` are
+errors, not silently coerced, because a quoted value in TOML is a typo more often than a wish. Only
+paths accept a string (TOML has no path type)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import List, Literal, Optional
+
+from typing_extensions import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_vad.compat import remove_prefix
 from edge_vad.errors import ConfigError
+from edge_vad.review.web import is_loopback_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,7 +26,11 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Strict mode would want a Path object; TOML can only give a string.
+PathValue = Annotated[Path, Field(strict=False)]
 
 
 class SourceConfig(_Strict):
@@ -60,7 +72,7 @@ class FineConfig(_Strict):
 
 
 class EventsConfig(_Strict):
-    dir: Path = Path("events")
+    dir: PathValue = Path("events")
     jsonl: bool = True
     stdout: bool = False
     clips: bool = True
@@ -71,6 +83,9 @@ class EventsConfig(_Strict):
         "by an integer factor; 4 s of 640x360 at 30 fps: every frame 41 MiB, every second frame 21 MiB"))
     clip_post_roll_s: float = Field(default=3.0, ge=0)
     snapshots: bool = True
+    fail_on_lost_outputs: bool = Field(
+        default=True, description="exit 4 at the end of a run that lost a clip, snapshot, event line or report; "
+                                  "false: exit 0 (the ERROR lines and /metrics still say so)")
 
 
 class MqttConfig(_Strict):
@@ -80,28 +95,50 @@ class MqttConfig(_Strict):
     prefix: str = "edge-vad"
     client_id: Optional[str] = None
     username: Optional[str] = None
-    password_file: Optional[Path] = None
+    password_file: Optional[PathValue] = None
     keepalive_s: int = Field(default=30, ge=5)
+    spool_dir: Optional[PathValue] = Field(default=None, description="events the broker has not acknowledged; "
+                                                                     "default: mqtt-spool/ in the events dir")
+    spool_max_mb: float = Field(default=16.0, gt=0, description="spool size cap; the oldest events go beyond it")
+    home_assistant: bool = Field(default=False, description="announce entities by Home Assistant MQTT discovery")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    state_interval_s: float = Field(default=1.0, gt=0, description="how often the score sensor is published")
 
 
 class HttpConfig(_Strict):
+    """/healthz, /metrics and the review page. Bound to loopback unless `host` says otherwise; any other
+    address needs `token_file` (the page shows cameras and events)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8085, gt=0, lt=65536)
+    stalled_after_s: float = Field(default=5.0, gt=0, description="a source without a frame for this long makes "
+                                                                  "/healthz answer 503")
+    token_file: Optional[PathValue] = Field(default=None, description="file holding the access token (one line)")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self):
+        if self.token_file is None and not is_loopback_host(self.host):
+            raise ValueError(f"host '{self.host}' is not a loopback address: set token_file (a file holding a long "
+                             "random token) so that only its holders see cameras and events, or bind 127.0.0.1")
+        return self
 
 
 class RuntimeConfig(_Strict):
-    bundle: Optional[Path] = Field(default=None, description="model bundle folder; default: the shipped bundle")
+    bundle: Optional[PathValue] = Field(default=None, description="model bundle folder; default: the shipped bundle")
     backend: Optional[str] = Field(default=None, description="force a backend (see `edge-vad models backends`)")
     edgetpu_device: Optional[str] = Field(default=None, pattern=r"^(usb|pci)(:\d+)?$")
     threads: Optional[int] = Field(default=None, ge=1, description=(
         "intra-op threads of the CPU backends (onnxruntime, TFLite); default: the detected board's target profile "
         "(edge_vad/bench/targets/*.toml [runtime] threads, chosen from the measurements it names)"))
+    # One setting for "the backend's numeric precision": for TensorRT the engine precision (docs/jetson.md).
+    precision: Optional[Literal["fp32", "fp16", "int8"]] = Field(
+        default=None, description="backend precision; TensorRT: fp32, fp16 or int8 (default: the bundle's, fp16)")
 
 
 class Config(_Strict):
     runtime: RuntimeConfig = RuntimeConfig()
-    sources: list[SourceConfig] = Field(default_factory=list)
+    sources: List[SourceConfig] = Field(default_factory=list)
     gate: GateConfig = GateConfig()
     fine: FineConfig = FineConfig()
     events: EventsConfig = EventsConfig()
@@ -117,6 +154,10 @@ class Config(_Strict):
         return self
 
 
+# Strict-mode type errors on a quoted value: say how to spell the value instead.
+_UNQUOTE_HINTS = {"bool_type": "true or false", "int_type": "the number", "float_type": "the number"}
+
+
 def _format_loc(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -124,7 +165,7 @@ def _format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def config_errors(data: dict, origin: str) -> list[str]:
+def config_errors(data: dict, origin: str) -> List[str]:
     """Validate a parsed TOML document; return one line per problem (empty when valid)."""
     try:
         Config.model_validate(data)
@@ -137,7 +178,9 @@ def config_errors(data: dict, origin: str) -> list[str]:
             if err["type"] == "extra_forbidden":
                 lines.append(f"{origin}: {_format_loc(loc)}: unknown key (value {shown}); remove it or check its spelling")
             else:
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = remove_prefix(err["msg"], "Value error, ")
+                if err["type"] in _UNQUOTE_HINTS and isinstance(value, str):
+                    msg += f"; write {_UNQUOTE_HINTS[err['type']]} without quotes"
                 lines.append(f"{origin}: {_format_loc(loc)} = {shown}: {msg}")
         return lines
     return []
@@ -149,8 +192,28 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass an existing TOML file (example: deploy/edge-vad.toml)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; pass the TOML file itself "
+                          "(example: deploy/edge-vad.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); "
+                          "TOML files must be UTF-8: re-save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def with_precision(cfg: Config, precision: Optional[str]) -> Config:
+    """`cfg` with [runtime] precision set from --precision (None keeps the config's); one line for a bad value."""
+    if not precision:
+        return cfg
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"precision": precision})})
 
 
 def load_config(path: Optional[Path]) -> Config:

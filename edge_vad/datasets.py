@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,9 +46,9 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _source_groups(videos_txt: Path) -> dict[str, str]:
+def _source_groups(videos_txt: Path) -> Dict[str, str]:
     """Clip stem -> index of the source video it was cut from."""
-    groups: dict[str, str] = {}
+    groups: Dict[str, str] = {}
     current = "ungrouped"
     for line in videos_txt.read_text().splitlines():
         line = line.strip()
@@ -59,7 +59,7 @@ def _source_groups(videos_txt: Path) -> dict[str, str]:
     return groups
 
 
-def fight_surv_clips(data_root: Path) -> list[Clip]:
+def fight_surv_clips(data_root: Path) -> List[Clip]:
     """All fight-surv clips with labels (fight = 1) and source-video groups."""
     root = _require_dir(Path(data_root) / "fight-surv", "fight-surv data")
     groups = _source_groups(root / "videos.txt") if (root / "videos.txt").is_file() else {}
@@ -72,11 +72,11 @@ def fight_surv_clips(data_root: Path) -> list[Clip]:
 
 
 def split_by_group(clips: Sequence[Clip], val_fraction: float = VALIDATION_FRACTION,
-                   seed: int = SPLIT_SEED) -> tuple[list[Clip], list[Clip]]:
+                   seed: int = SPLIT_SEED) -> Tuple[List[Clip], List[Clip]]:
     """(train, validation): whole source-video groups go to validation until it holds at least
     `val_fraction` of the clips of each label."""
     rng = random.Random(seed)
-    by_group: dict[str, list[Clip]] = {}
+    by_group: Dict[str, List[Clip]] = {}
     for clip in clips:
         by_group.setdefault(clip.group, []).append(clip)
     names = sorted(by_group)
@@ -105,12 +105,12 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> List[Path]:
     return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif")),
                   key=_natural_key)
 
 
-def ped2_videos(data_root: Path) -> tuple[list[Clip], list[Clip]]:
+def ped2_videos(data_root: Path) -> Tuple[List[Clip], List[Clip]]:
     """(training videos, all normal; test videos with frame labels, label = any anomalous frame)."""
     root = _require_dir(Path(data_root) / "ucsd-ped2", "UCSD Ped2 data")
     train = [Clip(f"ped2_train_{p.name}", p, 0, f"ped2_train_{p.name}")
@@ -124,7 +124,7 @@ def ped2_videos(data_root: Path) -> tuple[list[Clip], list[Clip]]:
     return train, test
 
 
-def split_ped2(test: Sequence[Clip]) -> tuple[list[Clip], list[Clip]]:
+def split_ped2(test: Sequence[Clip]) -> Tuple[List[Clip], List[Clip]]:
     """Ped2 test videos: (weakly labelled training bags, validation videos 07-08)."""
     val_names = {f"ped2_test_{v}" for v in PED2_VALIDATION_VIDEOS}
     return [c for c in test if c.name not in val_names], [c for c in test if c.name in val_names]
@@ -138,7 +138,7 @@ class StitchedStream:
     segments: list  # (clip name, first frame, end frame exclusive, label)
 
 
-def stitch_clips(clips: Sequence[Clip], out_path: Path, size: tuple[int, int] = (640, 360),
+def stitch_clips(clips: Sequence[Clip], out_path: Path, size: Tuple[int, int] = (640, 360),
                  fps: float = 25.0) -> StitchedStream:
     """Write clips end to end as one video at a fixed size and rate (frames are resampled by
     time so every clip keeps its duration). Written to a temp name, then renamed."""
@@ -150,7 +150,7 @@ def stitch_clips(clips: Sequence[Clip], out_path: Path, size: tuple[int, int] = 
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise EdgeVadError(f"cannot write {out_path}: OpenCV has no mp4v encoder here")
-    labels: list[int] = []
+    labels: List[int] = []
     segments = []
     try:
         for clip in clips:

@@ -1,4 +1,14 @@
-"""Errors meant for people: the CLI prints `edge-vad: error: <message>` and exits non-zero."""
+"""Errors meant for people: the CLI prints `edge-vad: error: <message>` and exits non-zero.
+
+Exit codes of `edge-vad` (README "Faults and recovery", `edge-vad run --help`):
+    0    done (or stopped by SIGTERM / SIGINT while running)
+    1    bad input or a fault that stopped the run (one `edge-vad: error:` line says which)
+    2    bad command-line usage
+    3    a library the command needs is not installed (MissingDependency)
+    4    the run finished but lost outputs: a clip, snapshot, event line, MQTT event or report could not be
+         written (OutputsLost; `[events] fail_on_lost_outputs = false` makes it 0)
+    130  interrupted (Ctrl-C) before the run started
+"""
 
 from __future__ import annotations
 
@@ -22,6 +32,16 @@ class MissingDependency(EdgeVadError):
     """An optional library is not installed; the message names the package or extra."""
 
     exit_code = 3
+
+
+EXIT_OUTPUTS_LOST = 4
+EXIT_INTERRUPTED = 130
+
+
+class OutputsLost(EdgeVadError):
+    """The run went to its end, but some outputs could not be written; the message counts them by kind."""
+
+    exit_code = EXIT_OUTPUTS_LOST
 
 
 def require_module(module: str, install_hint: str):

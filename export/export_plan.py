@@ -12,7 +12,7 @@ from typing import Optional
 
 from edge_vad.errors import EdgeVadError, MissingDependency
 
-VALID_TARGETS = ("onnx", "tflite-int8", "tensorrt")
+VALID_TARGETS = ("onnx", "tflite-int8", "edgetpu", "tensorrt")
 FINE_ENCODERS = ("lite0-minilm", "clip-vit-b16")
 TFLITE_MODULES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
 EXPORT_EXTRA_HINT = "pip install 'edge-vad[export]' (litert-torch, ai-edge-quantizer, ai-edge-litert)"
@@ -43,6 +43,7 @@ FILES = {
     "coarse_backbone_int8": "coarse_backbone_int8.tflite",
     "qacm_int8": "qacm_int8.tflite",
     "tensorrt_calibration": "tensorrt_calibration.npy",
+    "tensorrt_reference": "tensorrt_reference.npz",
 }
 # the external-data file name the backbone graph refers to for its package weights (never in the bundle)
 PACKAGE_WEIGHTS_FILE = "coarse_backbone.package-weights.bin"
@@ -68,9 +69,19 @@ class ExportPlan:
         return "tflite-int8" in self.targets
 
     @property
+    def edgetpu(self) -> bool:
+        """Compile the int8 models for the Edge TPU (edge_vad.bundle.edgetpu_compile) once they exist."""
+        return "edgetpu" in self.targets
+
+    @property
     def tensorrt_precision(self) -> str:
-        """int8 engines need calibration frames; without --calib the device builds fp16."""
-        return "int8" if self.calib is not None else "fp16"
+        """The engines' default precision on the device: fp16 (every Jetson has fast fp16; int8 is refused on the
+        Nano and needs --precision int8 plus the calibration frames --calib puts in the bundle)."""
+        return "fp16"
+
+    @property
+    def tensorrt_precisions(self) -> tuple[str, ...]:
+        return ("fp32", "fp16", "int8") if self.calib is not None else ("fp32", "fp16")
 
     def notes(self) -> list[str]:
         """What the export tells the user about its plan before it starts."""
@@ -79,9 +90,10 @@ class ExportPlan:
             out.append("ONNX graphs are always part of a bundle (reference graphs, TensorRT input, budget counts)")
         if "tensorrt" in self.targets:
             out.append(f"TensorRT engines are built on the device from the bundle's ONNX; the bundle records the "
-                       f"build settings (precision {self.tensorrt_precision}"
-                       + (f", {CALIBRATION_FRAMES} calibration frames" if self.calib is not None else
-                          "; pass --calib DIR for int8") + ")")
+                       f"build settings (default {self.tensorrt_precision}, possible "
+                       f"{' / '.join(self.tensorrt_precisions)}"
+                       + (f"; {CALIBRATION_FRAMES} int8 calibration frames" if self.calib is not None else
+                          "; pass --calib DIR for int8") + ") and reference outputs every new engine must reproduce")
         return out
 
 
@@ -111,7 +123,7 @@ def plan_export(checkpoint: str, targets: str, calib: Optional[Path], out: Optio
                 fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None,
                 inline_weights: bool = False) -> ExportPlan:
     """Check every option; one EdgeVadError line for the first problem. Runs no network code."""
-    from edge_vad_export.bundle_writer import check_out_dir
+    from edge_vad.bundle.writer import check_out_dir
 
     names = parse_targets(targets)
     if out is None:
@@ -130,7 +142,13 @@ def plan_export(checkpoint: str, targets: str, calib: Optional[Path], out: Optio
             raise EdgeVadError(f"--clip-checkpoint {clip_checkpoint} is not a file; pass the CLIP ViT-B/16 weights file")
     elif clip_checkpoint is not None:
         raise EdgeVadError("--clip-checkpoint is only used with --fine-encoder clip-vit-b16; drop it or switch encoder")
+    if "edgetpu" in names and "tflite-int8" not in names:
+        raise EdgeVadError("the edgetpu target compiles the int8 TFLite models: pass --targets ...,tflite-int8,edgetpu")
     check_out_dir(Path(out), force)
+    if "edgetpu" in names:
+        from edge_vad.bundle.edgetpu_compile import find_compiler
+
+        find_compiler()  # before hours of work: one line naming where to get it (exit 2)
     if "tflite-int8" in names:
         missing = tflite_hook_missing()
         if missing:

@@ -72,6 +72,8 @@ class ExportWork:
     backbone_onnx: Optional[Path] = None  # the loadable fp32 backbone (with its package weights laid out)
     scratch: Optional[Path] = None  # a temporary folder for this run (deleted at its end)
     head_input: str = "feature"  # the checkpoint's head input (edge_vad.head_input)
+    edgetpu_renames: dict[str, str] = field(default_factory=dict)  # int8 artifact -> its Edge TPU compiled artifact
+    trt_reference: Optional[dict[str, Any]] = None  # the tensorrt target's reference record (trt_reference.py)
 
 
 def onnx_artifact(work: ExportWork, name: str, stage: str, graph: Any, parity: dict[str, dict[str, Any]],

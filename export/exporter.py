@@ -7,8 +7,9 @@ Order of work (one module per step or target):
 2. `export_bundle` (here) writes every artifact into a temporary folder (edge_vad_export.bundle_writer):
    ONNX graphs (always: they are the reference graphs, the TensorRT input and what the budgets are counted
    on), parity checks against PyTorch (a failed check fails the export), budgets, the fine stage
-   (fine_export.py), optionally int8 TFLite through the tflite-int8 hook (int8_export.py), the constant text
-   table; then the manifest (manifest_fields.py), validated by the runtime's own schema, and one rename
+   (fine_export.py), optionally int8 TFLite through the tflite-int8 hook (int8_export.py) and its Edge TPU
+   compile (target edgetpu: edge_vad.bundle.edgetpu_compile, the same code as `models compile-edgetpu`), the
+   constant text table; then the manifest (manifest_fields.py), validated by the runtime's own schema, and one rename
    into place.
 
 The tflite-int8 target is an optional hook: it works where `edge_vad_export.tflite_int8` imports and
@@ -32,7 +33,7 @@ from edge_vad_export.export_plan import (CALIB_OFFSET, CALIBRATION_FRAMES, FILES
                                         PARITY_OFFSET, QACM_PARITY_WINDOWS, TRAIN_EXTRA_HINT, ExportPlan)
 from edge_vad_export.export_work import ExportWork, Progress, onnx_artifact, resized_rgb
 from edge_vad_export.fine_export import FineSource, export_fine, load_fine_source
-from edge_vad_export.int8_export import export_int8
+from edge_vad_export.int8_export import compile_for_edgetpu, export_int8
 from edge_vad_export.manifest_fields import manifest_fields
 
 
@@ -60,7 +61,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
     from edge_vad_export import onnx_export as ox
     from edge_vad_export import parity as px
     from edge_vad_export.budgets import pipeline_budgets
-    from edge_vad_export.bundle_writer import BundleWriter
+    from edge_vad.bundle.writer import BundleWriter
     from edge_vad_models.checkpoint import COARSE_FILE, load_coarse, resolve_checkpoint_dir
 
     progress = Progress(console)
@@ -106,6 +107,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         real_features = ref["feature"][:, 0]  # [N, D] pooled F_A; the heads read head_inputs() of a stream of them
 
         # -- QACM student -----------------------------------------------------------------------------------
+        qacm_reference_windows = None
         if student is not None:
             student = student.eval()
             progress.step(f"QACM student (W = {student.window}) -> ONNX")
@@ -116,6 +118,7 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
             checks, _ = px.onnx_vs_torch(ox.QacmWindow(student), graph.path, [{"features": w[None]} for w in windows],
                                          what="feature windows (backbone features of the parity frames, 10% noise)")
             onnx_artifact(work, "qacm", "coarse_head", graph, checks, window=int(student.window))
+            qacm_reference_windows = windows
         else:
             progress.warn("the checkpoint has no QACM student: the bundle's coarse head is missing")
 
@@ -139,8 +142,16 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         int8_tools: dict[str, str] = {}
         if plan.int8:
             int8_tools = export_int8(work, backbone, student)
+        if plan.edgetpu:
+            int8_tools.update(compile_for_edgetpu(work))
 
-        # -- TensorRT build settings --------------------------------------------------------------------------
+        # -- TensorRT build settings and reference samples ---------------------------------------------------
+        if "tensorrt" in plan.targets:
+            from edge_vad_export.trt_reference import write_reference
+
+            progress.step("TensorRT reference outputs (what an engine built on the device must reproduce)")
+            work.trt_reference = write_reference(work, frames, backbone.preprocess, qacm_reference_windows,
+                                                 frames_note)
         if "tensorrt" in plan.targets and plan.calib is not None:
             calib = px.collect_frames(plan.calib, CALIBRATION_FRAMES, offset=CALIB_OFFSET)
             data = np.stack([resized_rgb(f, backbone.preprocess) for f in calib])

@@ -147,3 +147,18 @@ def tflite_artifact(work: ExportWork, name: str, stage: str, report: Any, checks
 
 
 # -- manifest ----------------------------------------------------------------------------------------------------
+
+
+def compile_for_edgetpu(work: ExportWork) -> dict[str, str]:
+    """Target edgetpu: the int8 models just written go through edgetpu_compiler (the code of `edge-vad models
+    compile-edgetpu`); the compiled models become artifacts of the `edgetpu` target (manifest_fields)."""
+    from edge_vad.bundle.edgetpu_compile import COMPILER, add_edgetpu_models, compile_summary, find_compiler
+
+    work.progress.step("int8 TFLite -> Edge TPU (edgetpu_compiler)")
+    work.edgetpu_renames = add_edgetpu_models(work.writer, find_compiler())
+    version = ""
+    for compiled in work.edgetpu_renames.values():
+        record = work.writer.artifacts[compiled]["edgetpu_compile"]
+        version = record["compiler_version"]
+        work.progress.note(compile_summary(compiled, record))
+    return {COMPILER: version}

@@ -37,19 +37,30 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
     data_names = [n for n, a in arts.items() if a["format"] == "npy" and a["stage"] == "text_table"]
     targets: dict[str, Any] = {"onnx": {"backends": ["onnxruntime"], "artifacts": onnx_names + data_names}}
     if "tensorrt" in plan.targets:
-        trt_graphs = [n for n in ("coarse_backbone", "qacm", "clip_visual", "fine_head") if n in arts]
+        from edge_vad_export.onnx_export import MIN_TENSORRT_FOR_OPSET
+
+        # the graphs TensorRT builds; the recurrent fine head runs on onnxruntime (edge_vad.runtime.backend_plan)
+        trt_graphs = [n for n in ("coarse_backbone", "qacm", "clip_visual") if n in arts]
+        opset = max(arts[n]["conversion"]["opset"] for n in trt_graphs)  # the newest decides the TensorRT needed
         targets["tensorrt"] = {
             "backends": ["tensorrt", "onnxruntime"], "artifacts": onnx_names + data_names,
             "tensorrt": {"onnx_artifacts": trt_graphs, "precision": plan.tensorrt_precision,
-                         "calibration_artifact": "tensorrt_calibration" if "tensorrt_calibration" in arts else None},
-            "notes": "engines are built on the device and cached; recurrent and small graphs may run on onnxruntime"}
+                         "calibration_artifact": "tensorrt_calibration" if "tensorrt_calibration" in arts else None,
+                         "opset": opset, "min_tensorrt": MIN_TENSORRT_FOR_OPSET[opset],
+                         "reference": work.trt_reference},
+            "notes": "engines are built on the device, checked against the reference outputs and cached; the "
+                     "recurrent fine head runs on onnxruntime"}
     if plan.int8:
         coral = [n for n in ("coarse_backbone_int8", "qacm_int8") if n in arts]
         cpu = [n for n in ("fine_head", "clip_visual") if n in arts]
         targets["tflite-int8"] = {
-            "backends": ["edgetpu", "tflite"], "artifacts": coral + cpu + data_names,
-            "notes": "the int8 coarse graphs run on the Edge TPU (after edgetpu_compiler) or the TFLite CPU "
-                     "interpreter; the fine stage's fp32 ONNX runs on the CPU with onnxruntime"}
+            "backends": ["tflite"], "artifacts": coral + cpu + data_names,
+            "notes": "the int8 coarse graphs run on the TFLite CPU interpreter (the edgetpu target has them compiled "
+                     "for the Edge TPU); the fine stage's fp32 ONNX runs on the CPU with onnxruntime"}
+    if work.edgetpu_renames:
+        from edge_vad.bundle.edgetpu_compile import EDGETPU_TARGET, edgetpu_target
+
+        targets[EDGETPU_TARGET] = edgetpu_target(targets, work.edgetpu_renames)
 
     pipelines = {}
     coarse_parts = [work.counts[n] for n in ("coarse_backbone", "qacm") if n in work.counts]

@@ -1,6 +1,11 @@
-"""PyTorch -> ONNX for every network of the bundle (opset 17, TorchScript exporter, static batch 1).
+"""PyTorch -> ONNX for every network of the bundle (TorchScript exporter, static batch 1).
 
-Each graph is exported with `torch.onnx.export(dynamo=False, opset_version=17)`, then optimised OFFLINE by
+Opsets (docs/jetson.md, "Opset policy"): the coarse graphs TensorRT builds on the device (coarse_backbone,
+qacm) are exported at TENSORRT_OPSET = 13, the newest opset the ONNX parser of TensorRT 8.0 / 8.2 (JetPack
+4.6.x) reads according to onnx-tensorrt's docs/operators.md of those releases; clip_visual needs opset 14
+(scaled_dot_product_attention), so a clip-vit-b16 bundle needs TensorRT 8.4 (JetPack 5); the graphs only
+onnxruntime runs (teacher_step, fine_head, which use opset 17's LayerNormalization) stay at OPSET = 17.
+Each graph is exported with `torch.onnx.export(dynamo=False, opset_version=...)`, then optimised OFFLINE by
 onnxruntime at its BASIC level (constant folding, Pad-into-Conv and similar fusions that produce standard
 ONNX ops only) and saved. Without that pass, EfficientNet-Lite0's static TF-"same" pads export as
 ConstantOfShape/Concat/Slice/Transpose subgraphs that shape inference cannot see through; after it, the
@@ -39,7 +44,14 @@ from edge_vad.errors import EdgeVadError
 
 log = logging.getLogger(__name__)
 
-OPSET = 17  # ONNX opset: TensorRT 8.x on JetPack 4.6 parses up to 17 (DESIGN.md toolchain facts)
+OPSET = 17  # graphs onnxruntime runs (LayerNormalization is an opset-17 op)
+TENSORRT_OPSET = 13  # coarse graphs TensorRT builds: the newest opset TensorRT 8.0 / 8.2 (JetPack 4.6.x) parse
+# CLIP's attention exports as scaled_dot_product_attention from opset 14 on; below 17 LayerNormalization still
+# decomposes, which matters because TensorRT 8.4 / 8.5 list LayerNormalization as unsupported.
+CLIP_TENSORRT_OPSET = 14
+# The oldest TensorRT whose ONNX parser reads an opset (onnx-tensorrt docs/operators.md per release:
+# 8.0 and 8.2 "up to Opset 13", 8.4 to 8.6 "up to Opset 17", 10.0 "opset 9 to opset 20"); docs/jetson.md.
+MIN_TENSORRT_FOR_OPSET = {13: "8.0", 14: "8.4", 17: "8.4", 20: "10.0"}
 DYNAMIC_SHAPE_OPS = ("Shape", "Size", "NonZero", "ConstantOfShape")
 BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")
 # onnxruntime's fusions that rewrite convolution weights (keep_batchnorm switches them off for the offline pass)
@@ -122,12 +134,13 @@ class OnnxGraph:
     op_histogram: dict[str, int]
 
     keep_batchnorm: bool = False
+    opset: int = OPSET
 
     def conversion(self) -> dict[str, Any]:
         optimisation = "onnxruntime ORT_ENABLE_BASIC, offline"
         if self.keep_batchnorm:
             optimisation += f", without {', '.join(BATCHNORM_FUSIONS)} (folded at load time instead)"
-        return {"exporter": "torch.onnx.export (TorchScript, dynamo=False)", "opset": OPSET,
+        return {"exporter": "torch.onnx.export (TorchScript, dynamo=False)", "opset": self.opset,
                 "optimisation": optimisation, "op_histogram": self.op_histogram}
 
 
@@ -180,8 +193,8 @@ def check_graph(model: onnx.ModelProto, name: str) -> None:
 
 
 def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, input_names: Sequence[str],
-                output_names: Sequence[str], keep_batchnorm: bool = False) -> OnnxGraph:
-    """Export `module(*args)` to `path` (opset 17, static shapes), optimise offline, check, describe.
+                output_names: Sequence[str], keep_batchnorm: bool = False, opset: int = OPSET) -> OnnxGraph:
+    """Export `module(*args)` to `path` (at `opset`, static shapes), optimise offline, check, describe.
 
     keep_batchnorm: leave BatchNormalization nodes unfolded, so that weight initializers keep the bytes of the
     module's parameters (TrainingMode.PRESERVE on an eval-mode module exports inference BatchNormalization)."""
@@ -200,7 +213,7 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
                 warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", category=UserWarning)
                 warnings.simplefilter("ignore", category=DeprecationWarning)  # we choose the TorchScript exporter
-                torch.onnx.export(module, args, str(raw), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                torch.onnx.export(module, args, str(raw), dynamo=False, opset_version=opset, do_constant_folding=True,
                                   training=training, input_names=list(input_names), output_names=list(output_names))
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -211,7 +224,7 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
     for node in model.graph.node:
         hist[node.op_type] = hist.get(node.op_type, 0) + 1
     graph = OnnxGraph(path, _io(model.graph.input), _io(model.graph.output), dict(sorted(hist.items())),
-                      keep_batchnorm)
+                      keep_batchnorm, opset)
     if [i["name"] for i in graph.inputs] != list(input_names) or [o["name"] for o in graph.outputs] != list(output_names):
         raise EdgeVadError(f"{path.name}: exported I/O {[i['name'] for i in graph.inputs]} -> "
                            f"{[o['name'] for o in graph.outputs]} differs from the requested names")
@@ -227,7 +240,7 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
 def export_coarse_backbone(backbone: nn.Module, path: Path | str) -> OnnxGraph:
     size = backbone.preprocess.size
     graph = export_onnx(backbone, (torch.zeros(1, 3, size, size),), path, ["image"], list(BACKBONE_OUTPUTS),
-                        keep_batchnorm=True)
+                        keep_batchnorm=True, opset=TENSORRT_OPSET)
     # The backbone must be pure convolution arithmetic for TensorRT and for the int8 path (DESIGN.md trap 3).
     if "Gather" in graph.op_histogram:
         raise EdgeVadError(f"{Path(path).name}: the backbone graph has Gather ops (dynamic padding?); "
@@ -238,7 +251,7 @@ def export_coarse_backbone(backbone: nn.Module, path: Path | str) -> OnnxGraph:
 
 def export_qacm(student: nn.Module, path: Path | str) -> OnnxGraph:
     example = torch.zeros(1, student.window, student.in_dim)
-    return export_onnx(QacmWindow(student), (example,), path, ["features"], ["logit"])
+    return export_onnx(QacmWindow(student), (example,), path, ["features"], ["logit"], opset=TENSORRT_OPSET)
 
 
 def export_fine_head(head: FineHeadStep, path: Path | str) -> OnnxGraph:
@@ -256,7 +269,8 @@ def export_teacher_step(teacher: nn.Module, path: Path | str) -> OnnxGraph:
 
 def export_clip_visual(image_encoder: nn.Module, path: Path | str) -> OnnxGraph:
     size = int(image_encoder.image_size)
-    return export_onnx(ClipVisual(image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], ["embedding"])
+    return export_onnx(ClipVisual(image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], ["embedding"],
+                       opset=CLIP_TENSORRT_OPSET)
 
 
 def save_npy(array: np.ndarray, path: Path | str) -> Path:
@@ -264,6 +278,14 @@ def save_npy(array: np.ndarray, path: Path | str) -> Path:
     path = Path(path)
     with open(path, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def save_npz(arrays: dict[str, np.ndarray], path: Path | str) -> Path:
+    """Several arrays in one compressed .npz, no pickles (the runtime loads it with allow_pickle=False)."""
+    path = Path(path)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
     return path
 
 

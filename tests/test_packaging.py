@@ -60,6 +60,11 @@ def test_installed_wheel_runs_the_default_bundle_without_torch_or_checkout(tmp_p
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(wheels.glob("edge_vad-*.whl"))
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    page = {f"edge_vad/review/static/{name}" for name in ("index.html", "app.js", "style.css", "favicon.svg")}
+    assert page <= shipped, f"the review page is missing from the wheel: {sorted(page - shipped)}"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-2000:]
@@ -70,7 +75,7 @@ def test_installed_wheel_runs_the_default_bundle_without_torch_or_checkout(tmp_p
         "print(verify_bundle('default').summary())\n"
         "from edge_vad.cli import main\n"
         f"sys.argv = ['edge-vad', 'run', '--source', {str(REPO_ROOT / 'benchmarks' / 'data' / 'sample-stream.mp4')!r}, "
-        f"'--report', {str(tmp_path / 'report')!r}]\n"
+        f"'--report', {str(tmp_path / 'report')!r}, '--no-http']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
         "assert 'torch' not in sys.modules\n")
     env = {**os.environ, "PYTHONPATH": str(site), "EDGE_VAD_ONNX_CACHE": str(tmp_path / "cache")}

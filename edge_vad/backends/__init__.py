@@ -42,7 +42,7 @@ class BackendInfo:
 
 _TFLITE = ("ai_edge_litert", "tflite_runtime")
 _TFLITE_HINT = "pip install ai-edge-litert (pip install 'edge-vad[coral]'); tflite-runtime works only with numpy<2"
-_CUDA = ("pycuda", "cuda.bindings", "cuda.cudart")
+_CUDA = ("cuda.bindings", "cuda.cuda", "pycuda")  # driver API: NVIDIA's cuda-python first (cuda_driver.py)
 
 REGISTRY: Dict[str, BackendInfo] = {
     "onnxruntime": BackendInfo(
@@ -51,8 +51,9 @@ REGISTRY: Dict[str, BackendInfo] = {
         "ONNX Runtime: TensorRT / CUDA / CPU execution providers"),
     "tensorrt": BackendInfo(
         "edge_vad.backends.tensorrt_backend", "TensorRTBackend", (("tensorrt",), _CUDA),
-        "on a Jetson tensorrt comes with JetPack (apt: python3-libnvinfer) and pycuda from apt python3-pycuda "
-        "or pip install pycuda; PyPI's tensorrt wheels are not built for Jetson",
+        "on a Jetson tensorrt comes with JetPack (apt: python3-libnvinfer); CUDA buffers need NVIDIA's cuda-python "
+        "(pip install 'cuda-python==<JetPack's CUDA major>.*') or pycuda (apt: python3-pycuda); PyPI's tensorrt "
+        "wheels are not built for Jetson (docs/jetson.md)",
         "TensorRT engine built on the device from the bundle's ONNX, cached"),
     "tflite": BackendInfo(
         "edge_vad.backends.tflite_backend", "TFLiteBackend", (_TFLITE,), _TFLITE_HINT,
@@ -117,7 +118,7 @@ def backend_status(name: str) -> BackendStatus:
             return BackendStatus(name, False, "tflite_runtime needs numpy<2 (numpy 2 is installed)", info.install_hint)
         found.append(_version(hit))
     if name == "edgetpu":
-        from edge_vad.backends.tflite_backend import CORAL_RUNTIME_HINT, EDGETPU_LIBRARY, edgetpu_library_path
+        from edge_vad.backends.edgetpu_runtime import CORAL_RUNTIME_HINT, EDGETPU_LIBRARY, edgetpu_library_path
 
         lib = edgetpu_library_path()
         if lib is None:

@@ -5,6 +5,11 @@ Providers are tried in the order TensorRT EP, CUDA EP, CPU, keeping only those t
 `onnxruntime-gpu`, or NVIDIA's Jetson wheel, adds CUDA and TensorRT). onnxruntime silently
 drops a listed provider that fails to start, so `provider` reports the one the session really
 uses, read back from the session.
+
+The TensorRT EP builds an engine per graph on every session start unless its engine cache is on: it gets
+trt_engine_cache_enable / trt_engine_cache_path (a folder beside the TensorRT backend's cache) and
+trt_fp16_enable, the option names of onnxruntime's TensorRT EP documentation (OrtTensorRTProviderOptions,
+onnxruntime >= 1.9; NVIDIA's JetPack wheels start at 1.10).
 """
 
 from __future__ import annotations
@@ -37,6 +42,20 @@ def default_providers(available: Sequence[str]) -> List[str]:
     return chosen or list(available)
 
 
+def tensorrt_ep_options(fp16: bool = True, cache_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """The TensorRT EP's engine cache (a build takes minutes on a Jetson: once, not at every start) and fp16."""
+    if cache_dir is None:
+        from edge_vad.backends.trt_engine_cache import default_cache_dir
+
+        cache_dir = default_cache_dir() / "onnxruntime"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir), "trt_fp16_enable": bool(fp16)}
+
+
+def with_provider_options(providers: Sequence[str], fp16: bool, cache_dir: Optional[Path]) -> List[Any]:
+    return [(p, tensorrt_ep_options(fp16, cache_dir)) if p == "TensorrtExecutionProvider" else p for p in providers]
+
+
 def _spec(arg: Any) -> TensorSpec:
     dtype = _ORT_TYPES.get(arg.type)
     if dtype is None:
@@ -53,6 +72,8 @@ class OnnxRuntimeBackend(Backend):
     options = {
         "threads": "intra-op threads (default: onnxruntime's choice, one per core)",
         "providers": "execution providers to use, in order (default: TensorRT, CUDA, CPU where present)",
+        "tensorrt_fp16": "TensorRT execution provider: fp16 engines (default True)",
+        "tensorrt_cache_dir": "TensorRT execution provider: engine cache folder (default: beside the TensorRT backend's)",
     }
 
     def __init__(self) -> None:
@@ -60,8 +81,9 @@ class OnnxRuntimeBackend(Backend):
         self._session: Any = None
         self.provider: Optional[str] = None  # the provider the session actually runs on
 
-    def _load(self, path: Path, threads: Optional[int] = None,
-              providers: Optional[Sequence[str]] = None) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+    def _load(self, path: Path, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
+              tensorrt_fp16: bool = True, tensorrt_cache_dir: Optional[Path] = None,
+              ) -> Tuple[List[TensorSpec], List[TensorSpec]]:
         ort = require_module("onnxruntime", INSTALL_HINT)
         available = list(ort.get_available_providers())
         if providers is None:
@@ -81,7 +103,10 @@ class OnnxRuntimeBackend(Backend):
                 raise EdgeVadError(f"onnxruntime: threads must be >= 1, found {threads}")
             opts.intra_op_num_threads = int(threads)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self._session = ort.InferenceSession(
+                str(path), sess_options=opts,
+                providers=with_provider_options(providers, tensorrt_fp16,
+                                                Path(tensorrt_cache_dir) if tensorrt_cache_dir else None))
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
             raise EdgeVadError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}; re-export the model or check the file") from None
         used = self._session.get_providers()

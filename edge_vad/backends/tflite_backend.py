@@ -13,41 +13,25 @@ The model must have been compiled with `edgetpu_compiler`, or every op silently 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib
 import logging
-import platform
-import re
+import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_vad.backends.base import Backend, TensorSpec
+from edge_vad.backends.edgetpu_runtime import (CORAL_RUNTIME_HINT, EDGETPU_LIBRARY, edgetpu_interpreter,  # noqa: F401 (re-exported)
+                                               edgetpu_library_path, make_edgetpu_delegate,
+                                               runtime_version, take_delegate, validate_edgetpu_device)
+from edge_vad.bundle.edgetpu_compile import EDGETPU_CUSTOM_OP
 from edge_vad.errors import EdgeVadError, MissingDependency
 
 log = logging.getLogger(__name__)
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "pip install ai-edge-litert (or pip install 'edge-vad[coral]')"
-# pycoral's EDGETPU_SHARED_LIB per platform
-EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
-    platform.system(), "libedgetpu.so.1")
-CORAL_RUNTIME_HINT = ("the Coral Edge TPU runtime is not installed (no {lib}); install libedgetpu1-std from Coral's apt "
-                      "repository (coral-edgetpu-stable), then replug the accelerator")
-# pycoral's device strings: ':N' (Nth TPU of any kind), 'usb', 'usb:N', 'pci', 'pci:N'
-_DEVICE_RE = re.compile(r"^(usb|pci)?(:\d+)?$")
-_EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"  # the op name edgetpu_compiler puts in a compiled model
-
-
-def validate_edgetpu_device(device: Optional[str]) -> Optional[str]:
-    """Check a pycoral-style device string ('usb', 'usb:0', 'pci', 'pci:0', ':0') or None (any TPU)."""
-    if device is None:
-        return None
-    if not isinstance(device, str) or not device or not _DEVICE_RE.match(device):
-        raise EdgeVadError(f"edgetpu device {device!r} is not valid; use 'usb', 'usb:0', 'pci', 'pci:0' or ':0' (as pycoral does)")
-    return device
 
 
 def interpreter_module() -> Any:
@@ -61,31 +45,6 @@ def interpreter_module() -> Any:
         except Exception as exc:  # tflite_runtime built for numpy 1 fails in odd ways under numpy 2
             reasons.append(f"{name}: {type(exc).__name__}: {exc} (tflite-runtime needs numpy<2)")
     raise MissingDependency(f"no TFLite interpreter ({'; '.join(reasons)}); install it with: {INSTALL_HINT}")
-
-
-def edgetpu_library_path() -> Optional[str]:
-    """Where the Edge TPU delegate library is, or None. Looks it up, then tries loading it."""
-    found = ctypes.util.find_library("edgetpu")
-    if found:
-        return found
-    try:
-        ctypes.CDLL(EDGETPU_LIBRARY)
-    except OSError:
-        return None
-    return EDGETPU_LIBRARY
-
-
-def make_edgetpu_delegate(device: Optional[str], load_delegate: Callable[..., Any]) -> Any:
-    """Load the Edge TPU delegate for `device` with the interpreter module's `load_delegate`."""
-    device = validate_edgetpu_device(device)
-    if edgetpu_library_path() is None:
-        raise EdgeVadError(CORAL_RUNTIME_HINT.format(lib=EDGETPU_LIBRARY), exit_code=MissingDependency.exit_code)
-    try:
-        return load_delegate(EDGETPU_LIBRARY, {"device": device} if device else {})
-    except ValueError as exc:  # what load_delegate raises when the library finds no TPU
-        where = f"at '{device}'" if device else "on USB or PCIe"
-        raise EdgeVadError(f"no Edge TPU found {where} ({exc}); plug the Coral accelerator in "
-                           "(lsusb lists 1a6e:089a or 18d1:9302) or pick another device") from None
 
 
 def _spec(detail: Mapping[str, Any]) -> TensorSpec:
@@ -142,18 +101,41 @@ class TFLiteBackend(Backend):
         self._index = {}
 
 
+_versions_logged = threading.Event()  # the interpreter / libedgetpu pair is logged once per process
+
+
+def _log_pair(module_name: str, verdict: object) -> None:
+    if _versions_logged.is_set():
+        return
+    _versions_logged.set()
+    runtime = runtime_version() or "edgetpu_version() not available"
+    line = getattr(verdict, "line", str(verdict))
+    if getattr(verdict, "known_to_work", False):
+        log.info("edgetpu: %s; interpreter module %s; %s", line, module_name, runtime)
+    else:
+        log.warning("edgetpu: %s; interpreter module %s; %s", line, module_name, runtime)
+
+
 class EdgeTpuBackend(TFLiteBackend):
-    """A TFLite interpreter with the Coral Edge TPU delegate (model compiled by edgetpu_compiler)."""
+    """A TFLite interpreter with the Coral Edge TPU delegate (model compiled by edgetpu_compiler).
+
+    Of the interpreters installed, the one whose pair with the installed libedgetpu is best known runs it
+    (edge_vad.backends.coral_pairs); the versions loaded are logged once, as a WARNING when the pair is not known
+    to work. The delegate is the one backend selection already loaded, if it is waiting (edgetpu_runtime)."""
 
     name = "edgetpu"
     options = {"device": "'usb', 'usb:N', 'pci', 'pci:N' or ':N' (default: the first Edge TPU found)"}
 
     def _load(self, path: Path, device: Optional[str] = None) -> Tuple[List[TensorSpec], List[TensorSpec]]:  # type: ignore[override]
         device = validate_edgetpu_device(device)
-        if _EDGETPU_CUSTOM_OP not in path.read_bytes():
-            raise EdgeVadError(f"{path} is not compiled for the Edge TPU (no edgetpu-custom-op); run edgetpu_compiler "
-                               "on it, or use the 'tflite' backend for the CPU")
-        module = interpreter_module()
-        delegate = make_edgetpu_delegate(device, module.load_delegate)
+        if EDGETPU_CUSTOM_OP not in path.read_bytes():
+            raise EdgeVadError(f"{path} is not compiled for the Edge TPU (no edgetpu-custom-op); run `edge-vad models "
+                               "compile-edgetpu` on its bundle, or use the 'tflite' backend for the CPU")
+        module_name, verdict = edgetpu_interpreter()
+        if module_name is None:
+            raise MissingDependency(f"no TFLite interpreter for the Edge TPU; install it with: {INSTALL_HINT}")
+        module = importlib.import_module(f"{module_name}.interpreter")
+        _log_pair(module_name, verdict)
+        delegate = take_delegate(device, module.load_delegate)
         self.device = device
         return self._open(module, path, num_threads=None, delegates=[delegate])

@@ -28,6 +28,7 @@ from edge_vad.bench.timing import summarise, time_calls, timed_once
 from edge_vad.bundle.manifest import Manifest
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError
+from edge_vad.runtime.backend_choice import live_edgetpu, serving_target
 from edge_vad.runtime.backend_plan import choose_target, plan_backends
 from edge_vad.runtime.coarse import CoarseOutput, CoarseStage
 from edge_vad.runtime.fine_model import FineModel
@@ -44,7 +45,8 @@ def choose_backend(manifest: Manifest, profile: TargetProfile) -> Tuple[str, str
     for; else the runtime's automatic choice on this machine (labelled as not the target's)."""
     for name in profile.preferred_backends:
         status = backend_status(name)
-        if status.available and any(name in t.backends for t in manifest.targets.values()):
+        if status.available and serving_target(manifest, name) is not None \
+                and (name != "edgetpu" or live_edgetpu(None) is None):  # the Edge TPU: only where its delegate loads
             return name, f"{name} is the target's preferred backend #{profile.preferred_backends.index(name) + 1}"
     _, backend = choose_target(manifest, None)
     wanted = ", ".join(profile.preferred_backends)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_vad.compat import package_dir
 from edge_vad.errors import EdgeVadError
 
 if sys.version_info >= (3, 11):
@@ -82,7 +82,7 @@ class Detection:
 
 
 def _targets_dir() -> Path:
-    return Path(str(resources.files(PROFILE_PACKAGE)))
+    return package_dir(PROFILE_PACKAGE)
 
 
 def target_names() -> List[str]:

@@ -126,11 +126,17 @@ def static_budgets(manifest: Manifest, profile: TargetProfile, fine_reference: O
         for name, art in tflite.items():
             if b.max_model_bytes is not None:
                 checks[f"model_bytes:{name}"] = check(b.max_model_bytes, art.bytes, "bytes", f"{art.file} size")
-            if b.all_ops_on_tpu:
+            if b.all_ops_on_tpu and art.edgetpu_compile is not None:  # what the compiler did, not a prediction
+                rec = art.edgetpu_compile
+                cov = rec.operations_on_tpu / rec.operations_total if rec.operations_total else None
+                note = (f"edgetpu_compiler {rec.compiler_version}: {rec.operations_on_tpu} of {rec.operations_total} "
+                        f"ops mapped, {rec.subgraphs} subgraph(s)")
+            elif b.all_ops_on_tpu:
                 cov = _edgetpu_coverage(art.edgetpu_lint)
                 note = ("the manifest has no EdgeTPU lint of it; re-export the bundle" if cov is None else
                         f"EdgeTPU lint (runtime >= {art.edgetpu_lint.get('target_runtime')}): "  # type: ignore[union-attr]
                         f"{'PASS' if art.edgetpu_lint.get('passed') else 'FAIL'}")  # type: ignore[union-attr]
+            if b.all_ops_on_tpu:
                 checks[f"edgetpu_ops:{name}"] = check(1.0, cov, "fraction of ops", f"ops of {art.file} on the Edge TPU",
                                                       ">=", note=note)
     return checks

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from edge_vad.compat import waitstatus_to_exitcode
 from edge_vad.errors import EdgeVadError
 
 CHILD_MODULE = "edge_vad.bench.child"
@@ -69,7 +70,7 @@ def run_child(args: List[str], timeout_s: float, what: str) -> ChildRun:
                                     stdout=subprocess.DEVNULL, stderr=err, env=env)
             status, rusage = _wait(proc, timeout_s)
         wall = time.perf_counter() - t0
-        code = os.waitstatus_to_exitcode(status) if status is not None else -9
+        code = waitstatus_to_exitcode(status) if status is not None else -9
         proc.returncode = code  # reaped by wait4: tell Popen so it does not wait again
         tail = err_path.read_text(errors="replace")[-2000:]
         result: Dict[str, Any] = {}

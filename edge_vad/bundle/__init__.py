@@ -1,7 +1,7 @@
 """Model bundles: a folder with manifest.json and the artifacts it lists (DESIGN.md convention 2).
 
 Runtime side only (no torch): the schema, loading, verification and the shipped default bundle's location.
-The exporter that writes bundles is edge_vad_export.bundle_writer.
+Bundles are written atomically by edge_vad.bundle.writer (the exporter and the Edge TPU compile step).
 """
 
 from __future__ import annotations

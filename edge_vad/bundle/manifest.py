@@ -14,12 +14,12 @@ manifest written by a newer exporter fails loudly instead of being half understo
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_vad.compat import package_dir, remove_prefix
 from edge_vad.errors import EdgeVadError
 
 FORMAT_VERSION = "edge-vad-bundle/1"
@@ -35,8 +35,9 @@ Stage = Literal[
     "fine_head",  # image feature + RWKV state -> L2-normalised video feature + new state
     "text_table",  # constant class x description text embeddings (no text encoder on the device)
     "calibration",  # preprocessed frames for building an int8 TensorRT engine on the device
+    "reference",  # inputs and ONNX outputs a newly built TensorRT engine must reproduce
 ]
-ArtifactFormat = Literal["onnx", "tflite", "npy"]
+ArtifactFormat = Literal["onnx", "tflite", "npy", "npz"]
 Precision = Literal["fp32", "int8", "uint8"]
 
 
@@ -129,6 +130,37 @@ class PackageWeights(_Strict):
         return self
 
 
+class EdgeTpuOperation(_Strict):
+    """One row of the compiler's operator table."""
+
+    operator: str  # TFLite builtin name, e.g. CONV_2D
+    count: int = Field(ge=0)
+    status: str  # the compiler's words: "Mapped to Edge TPU", or why the ops stay on the CPU
+
+
+class EdgeTpuCompile(_Strict):
+    """What Google's edgetpu_compiler reported when it made this artifact (edge_vad.bundle.edgetpu_compile),
+    beside what the EdgeTPU lint had predicted for its source at export time (`lint_prediction`)."""
+
+    source_artifact: str  # the int8 artifact it was compiled from
+    compiler_version: str
+    flags: List[str] = []
+    co_compiled: List[str] = []  # artifacts compiled in the same run: they share the on-chip parameter cache
+    subgraphs: int = Field(ge=0)
+    operations_total: int = Field(ge=0)
+    operations_on_tpu: int = Field(ge=1)  # a model with none on the Edge TPU is a failed compile
+    operations_on_cpu: int = Field(ge=0)
+    operations: List[EdgeTpuOperation] = []
+    on_chip_bytes: int = Field(ge=0)  # "On-chip memory used for caching model parameters"
+    on_chip_remaining_bytes: Optional[int] = None
+    off_chip_bytes: int = Field(ge=0)  # "Off-chip memory used for streaming uncached model parameters"
+    lint_prediction: Optional[Dict[str, Any]] = None
+
+    @property
+    def fully_mapped(self) -> bool:
+        return self.operations_on_cpu == 0
+
+
 class Artifact(_Strict):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -145,6 +177,7 @@ class Artifact(_Strict):
     parity: Dict[str, ParityCheck] = {}
     budgets: Optional[Budgets] = None
     edgetpu_lint: Optional[Dict[str, Any]] = None
+    edgetpu_compile: Optional[EdgeTpuCompile] = None  # set on a model compiled for the Edge TPU
     conversion: Dict[str, Any] = {}  # how it was made (opset, recipe, calibration frames, ...)
     package_weights: Optional[PackageWeights] = None  # ONNX initializers taken from a pip package at load time
 
@@ -242,13 +275,40 @@ class Descriptions(_Strict):
         return self
 
 
+class ReferenceInput(_Strict):
+    """Where one input tensor's reference samples are: array `key` of the reference file, [samples, *shape]; with
+    `preprocess`, uint8 RGB frames [samples, size, size, 3] normalised as `preprocessing` (coarse) or
+    fine.preprocessing (fine), the way the runtime feeds live frames."""
+
+    key: str
+    preprocess: Optional[Literal["coarse", "fine"]] = None
+
+
+class ReferenceGraph(_Strict):
+    inputs: Dict[str, ReferenceInput]  # the graph's input tensor -> its samples
+    outputs: Dict[str, str]  # the graph's output tensor -> key of the ONNX outputs, [samples, *shape]
+    score_outputs: List[str] = []  # anomaly logits: compared as sigmoid scores (difference and rank)
+
+
+class EngineReferenceInfo(_Strict):
+    """Reference samples a newly built engine must reproduce before it is cached (docs/jetson.md)."""
+
+    artifact: str  # the .npz artifact holding the arrays
+    graphs: Dict[str, ReferenceGraph]  # onnx artifact -> its samples
+    tolerances: Dict[Literal["fp32", "fp16", "int8"], Dict[str, float]]  # edge_vad.backends.engine_check metrics
+    source: str = ""
+
+
 class TensorRTBuild(_Strict):
     """Engines are built on the device from the ONNX (DESIGN.md convention 2); these are the settings."""
 
     onnx_artifacts: List[str]
-    precision: Literal["fp32", "fp16", "int8"]
-    calibration_artifact: Optional[str] = None
+    precision: Literal["fp32", "fp16", "int8"]  # the default; config / --precision may ask for another
+    calibration_artifact: Optional[str] = None  # int8 is possible only with calibration frames
     cache_key: str = "(onnx sha256, precision, TensorRT version, GPU)"
+    opset: Optional[int] = None  # the ONNX opset of onnx_artifacts
+    min_tensorrt: Optional[str] = None  # the oldest TensorRT whose ONNX parser reads that opset (docs/jetson.md)
+    reference: Optional[EngineReferenceInfo] = None
 
 
 class TargetProfile(_Strict):
@@ -282,10 +342,20 @@ class Manifest(_Strict):
         for name, target in self.targets.items():
             refs = list(target.artifacts)
             if target.tensorrt is not None:
-                refs += target.tensorrt.onnx_artifacts + [target.tensorrt.calibration_artifact or ""]
+                trt = target.tensorrt
+                refs += trt.onnx_artifacts + [trt.calibration_artifact or ""]
+                if trt.reference is not None:
+                    refs.append(trt.reference.artifact)
+                    stray = sorted(set(trt.reference.graphs) - set(trt.onnx_artifacts))
+                    if stray:
+                        raise ValueError(f"target {name}: reference graphs {stray} are not among its onnx_artifacts")
             unknown = sorted(r for r in refs if r and r not in self.artifacts)
             if unknown:
                 raise ValueError(f"target {name} names artifacts {unknown} that the manifest does not list")
+        sources = sorted(a.edgetpu_compile.source_artifact for a in self.artifacts.values()
+                         if a.edgetpu_compile is not None and a.edgetpu_compile.source_artifact not in self.artifacts)
+        if sources:
+            raise ValueError(f"Edge TPU models name source artifacts {sources} that the manifest does not list")
         if self.descriptions is not None and self.descriptions.embeddings_artifact not in (None, *self.artifacts):
             raise ValueError(f"descriptions.embeddings_artifact {self.descriptions.embeddings_artifact!r} is not listed")
         return self
@@ -323,7 +393,7 @@ def parse_manifest(data: Any, origin: str) -> Manifest:
         elif err["type"] == "missing":
             what = f"missing key {loc}"
         else:
-            what = f"{loc} = {err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}"
+            what = f"{loc} = {err.get('input')!r}: {remove_prefix(err['msg'], 'Value error, ')}"
         raise EdgeVadError(f"{origin}: {what}{more}; re-export the bundle or restore manifest.json") from None
 
 
@@ -344,10 +414,7 @@ def load_manifest(bundle_dir: Path | str) -> Manifest:
 
 def default_bundle_dir() -> Path:
     """The bundle shipped inside the runtime package: edge_vad/bundles/default (checkout or installed wheel)."""
-    root = resources.files(DEFAULT_BUNDLE_PACKAGE)
-    for part in DEFAULT_BUNDLE_SUBDIR:
-        root = root / part
-    return Path(str(root))
+    return package_dir(DEFAULT_BUNDLE_PACKAGE).joinpath(*DEFAULT_BUNDLE_SUBDIR)
 
 
 def resolve_bundle_dir(spec: Path | str | None) -> Path:

@@ -4,11 +4,12 @@ heavy (torch, the export toolchain) is imported inside the command that needs it
 from __future__ import annotations
 
 import sys
+from typing import List, Optional
 
 from edge_vad.errors import EdgeVadError
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: every EdgeVadError becomes one line and an exit code."""
     from edge_vad.cli.app import app
 

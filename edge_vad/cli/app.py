@@ -70,16 +70,26 @@ def _root(
     root.setLevel(level)
 
 
+PRECISION_HELP = ("The backend's precision: fp32, fp16 or int8 (TensorRT engines; default: the config's runtime "
+                  "precision setting, else the bundle's, fp16). int8 needs a bundle exported with --calib and a GPU with fast "
+                  "int8 (not the Jetson Nano).")
+
+
 @app.command("validate-config")
 def validate_config(file: Path = typer.Argument(..., help="TOML config file to check.")) -> None:
-    """Check a config file: prints OK or one line per problem (exit 1)."""
-    from edge_vad.config import config_errors, read_toml
+    """Check a config file: prints OK or one line per problem (exit 1), including optional libraries the
+    config needs that are not installed (e.g. paho-mqtt for [mqtt] enabled = true; exit 3)."""
+    from edge_vad.config import Config, config_errors, read_toml
+    from edge_vad.errors import MissingDependency
+    from edge_vad.runtime.preflight import extras_problems
 
-    errors = config_errors(read_toml(file), str(file))
-    if errors:
-        for line in errors:
+    data = read_toml(file)
+    errors = config_errors(data, str(file))
+    missing = [] if errors else [f"{file}: {line}" for line in extras_problems(Config.model_validate(data))]
+    if errors or missing:
+        for line in errors + missing:
             typer.echo(line, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1 if errors else MissingDependency.exit_code)
     typer.echo(f"{file}: OK")
 
 
@@ -98,11 +108,58 @@ def run(
     loop: bool = typer.Option(False, "--loop", help="Restart files and image folders at their end."),
     events_dir: Optional[Path] = typer.Option(None, "--events-dir", help="Where events.jsonl, clips/ and snapshots/ go (default: the config's events.dir)."),
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /healthz and /metrics."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
-    """Watch a camera or a file and raise explained anomaly events."""
+    """Watch a camera or a file and raise explained anomaly events.
+
+    \b
+    Exit codes:
+      0    done, or stopped by SIGTERM / Ctrl-C while running
+      1    bad input, or a fault that stopped the run (one error line)
+      3    a library the run needs is missing (paho-mqtt for MQTT)
+      4    finished, but LOST OUTPUTS: a clip, snapshot, event line,
+           MQTT event or report could not be written (full disk,
+           broken folder); \\[events] fail_on_lost_outputs = false: 0
+      130  Ctrl-C while the sources were still opening
+    """
     from edge_vad.cli.run_cmd import run_command
 
-    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http)
+    run_command(source, camera, config, bundle, backend, stride, width, height, fps, loop, report, events_dir, no_http,
+                precision)
+
+
+@app.command()
+def review(
+    events_dir: Path = typer.Argument(..., help="An events folder (holding events.jsonl, clips/, snapshots/)."),
+    port: int = typer.Option(8086, "--port", min=0, max=65535, help="Port to serve on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --token-file."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the access token (one line)."),
+) -> None:
+    """Serve the review page for recorded events, without a camera running."""
+    from edge_vad.cli.review_cmd import review as run_review
+
+    run_review(events_dir, host, port, token_file)
+
+
+@app.command()
+def events(
+    events_dir: Path = typer.Argument(Path("events"), help="Events folder (or its events.jsonl); default ./events."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only records since: today, yesterday, 10m, 2h, 2026-12-02, '2026-12-02 13:00'."),
+    camera: Optional[List[str]] = typer.Option(None, "--camera", help="Only this camera (repeat for several)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing records as they are appended (Ctrl-C ends)."),
+    output: str = typer.Option("short", "--output", "-o", help="short (one line per record) or json (the records)."),
+    utc: bool = typer.Option(False, "--utc", help="Show times in UTC instead of local time."),
+) -> None:
+    """List and follow event records, the way journalctl lists a journal."""
+    from edge_vad.cli.events_cmd import events as run_events
+
+    try:
+        run_events(events_dir, since=since, cameras=camera, follow=follow, output=output, utc=utc)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:  # `edge-vad events | head`
+        sys.stderr.close()
+        raise typer.Exit(0) from None
 
 
 @app.command()
@@ -131,7 +188,7 @@ def bench(
 @app.command()
 def export(
     checkpoint: str = typer.Option("default", "--checkpoint", help="Trained checkpoint folder, or `default`."),
-    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, tensorrt."),
+    targets: str = typer.Option("onnx", "--targets", help="Comma list of onnx, tflite-int8, edgetpu (compiles the int8 models with edgetpu_compiler), tensorrt."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real frames or videos for int8 calibration and parity."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
@@ -170,12 +227,13 @@ def score(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its [gate] and [fine] sections apply."),
     no_fine: bool = typer.Option(False, "--no-fine", help="Coarse scores only (no class scores for mAP)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Batch-score videos offline; the output feeds `edge-vad eval`."""
     from edge_vad.cli.score_cmd import score as run_score
 
     counts = run_score(sources, out, bundle=bundle, backend=backend, snippet=snippet, config=config,
-                       fine=not no_fine, progress=progress)
+                       fine=not no_fine, progress=progress, precision=precision)
     typer.echo(f"{out}: {len(counts)} video(s), {sum(counts.values())} frames scored", err=True)
 
 
@@ -361,6 +419,34 @@ def models_verify(bundle: str = typer.Argument(..., help="Bundle folder, or `def
     from edge_vad.cli.models_cmd import verify
 
     verify(bundle)
+
+
+@models_app.command("compile-edgetpu")
+def models_compile_edgetpu(
+    bundle: str = typer.Argument(..., help="Bundle folder with int8 TFLite models, or `default` for the shipped one."),
+    out: Path = typer.Option(..., "--out", help="New bundle folder to write (the input stays as it is)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    min_runtime: Optional[int] = typer.Option(None, "--min-runtime", min=10, help="Oldest Edge TPU runtime the models "
+                                              "must run on (edgetpu_compiler --min_runtime_version; default: the "
+                                              "compiler's own)."),
+) -> None:
+    """Compile the bundle's int8 models for the Coral Edge TPU with Google's edgetpu_compiler (x86-64 Debian/Ubuntu)."""
+    from edge_vad.cli.compile_cmd import compile_edgetpu
+
+    compile_edgetpu(bundle, out, force=force, min_runtime_version=min_runtime)
+
+
+@models_app.command("build-engines")
+def models_build_engines(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (default: the config's, else the shipped one)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config: its runtime bundle and precision settings apply."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build even where the cache has an engine."),
+) -> None:
+    """Build, check and cache every TensorRT engine of a bundle ahead of the first start (deploy/install.sh)."""
+    from edge_vad.cli.engines_cmd import build_engines
+
+    build_engines(bundle, precision, config, rebuild)
 
 
 @models_app.command("backends")

@@ -1,4 +1,4 @@
-"""`edge-vad models backends`: which inference backends run here, and what the others need."""
+"""`edge-vad models backends`: which inference backends run here, what the others need, and the Edge TPUs found."""
 
 from __future__ import annotations
 
@@ -9,8 +9,25 @@ from rich.table import Table
 from edge_vad.backends import REGISTRY, available_backends
 
 
+def edgetpu_lines() -> list:
+    """The Edge TPU devices found (usb:N, pci:N) and, where the runtime is installed, its interpreter pair."""
+    from edge_vad.backends.edgetpu_runtime import edgetpu_interpreter, edgetpu_library_path, list_devices
+
+    devices, how = list_devices()
+    if devices:
+        found = ", ".join(f"{d.name} ({d.path}{'; ' + d.note if d.note else ''})" for d in devices)
+        lines = [f"Edge TPU devices ({how}): {found}"]
+    else:
+        lines = [f"Edge TPU devices ({how}): none found"]
+    if edgetpu_library_path() is not None:
+        module, verdict = edgetpu_interpreter()
+        lines.append(("Edge TPU runtime pair: " if verdict.known_to_work else "Edge TPU runtime pair (WARNING): ")
+                     + verdict.line)
+    return lines
+
+
 def list_backends(console: Console | None = None) -> int:
-    """Print one row per registered backend; returns the exit code (0: listing never fails)."""
+    """Print one row per registered backend, then the Edge TPUs; returns the exit code (0: listing never fails)."""
     table = Table(title="edge-vad inference backends")
     table.add_column("backend", style="bold")
     table.add_column("available")
@@ -20,5 +37,8 @@ def list_backends(console: Console | None = None) -> int:
         mark = "[green]yes[/green]" if status.available else "[red]no[/red]"
         detail = status.detail if status.available else f"{status.reason}: {status.detail}"
         table.add_row(status.name, mark, escape(REGISTRY[status.name].description), escape(detail))  # hints hold [extras]
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    for line in edgetpu_lines():
+        console.print(escape(line))
     return 0

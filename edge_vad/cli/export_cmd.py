@@ -4,7 +4,7 @@ imported only when the command runs (the runtime never imports torch)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from edge_vad.errors import MissingDependency
 
@@ -13,7 +13,7 @@ EXPORT_HINT = "pip install 'edge-vad[train,export]' (after torch==2.13.0, see RE
 
 def run_export(checkpoint: str, targets: str, calib: Optional[Path], out: Path, force: bool = False,
                fine_encoder: str = "lite0-minilm", clip_checkpoint: Optional[Path] = None,
-               inline_weights: bool = False) -> dict[str, Any]:
+               inline_weights: bool = False) -> Dict[str, Any]:
     """Check the options, export, print the bundle's table; returns {"bundle": path, "manifest": {...}}."""
     try:
         from edge_vad_export.export_plan import plan_export

@@ -4,7 +4,7 @@ PyTorch networks are (needs torch, imported only then), next to the paper's figu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,7 +31,7 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def _budget_cell(checks: dict[str, Any]) -> str:
+def _budget_cell(checks: Dict[str, Any]) -> str:
     """"pass" when every budget holds, else the failing ones by name (kept short: tables fold)."""
     if not checks:
         return "-"
@@ -68,9 +68,13 @@ def _bundle_info(target: str, console: Console) -> None:
                   f"QACM window {manifest.coarse.window}{fine}; targets: {', '.join(manifest.targets)}")
     for line in package_weight_notes(manifest):
         console.print(escape(line))
+    from edge_vad.bundle.edgetpu_compile import compile_notes
+
+    for line in compile_notes(manifest):
+        console.print(escape(line))
 
 
-def package_weight_notes(manifest: Any) -> list[str]:
+def package_weight_notes(manifest: Any) -> List[str]:
     """One line per artifact whose weights stay in a pip package (its bytes column counts the graph only)."""
     from edge_vad.bundle.package_weights import default_cache_dir
 
@@ -79,7 +83,7 @@ def package_weight_notes(manifest: Any) -> list[str]:
             for art in manifest.artifacts.values() if (pw := art.package_weights) is not None]
 
 
-def network_parameter_counts() -> list[tuple[str, int, Optional[float], str]]:
+def network_parameter_counts() -> List[Tuple[str, int, Optional[float], str]]:
     """(network, parameters, paper figure or None, note) for the PyTorch networks at their default sizes."""
     try:
         import torch  # noqa: F401
@@ -95,7 +99,7 @@ def network_parameter_counts() -> list[tuple[str, int, Optional[float], str]]:
     def count(module: Any, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
-    rows: list[tuple[str, int, Optional[float], str]] = []
+    rows: List[Tuple[str, int, Optional[float], str]] = []
     backbone = AdjustMobileNet(pretrained=False)  # random init: only the shapes matter here
     parts = backbone.parameter_counts()
     dim = backbone.branch_channels

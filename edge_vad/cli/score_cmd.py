@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.config import load_config
+from edge_vad.config import load_config, with_precision
 from edge_vad.errors import EdgeVadError
 from edge_vad.eval.scores_io import CLASS_SUFFIX, CLASSES_KEY
 from edge_vad.fileio import atomic_target
@@ -135,14 +135,15 @@ def save_npz_atomic(path: Path, arrays: Dict[str, np.ndarray]) -> None:
 
 
 def score(sources: Sequence[Path], out: Path, bundle: Optional[Path] = None, backend: Optional[str] = None,
-          snippet: int = 1, config: Optional[Path] = None, fine: bool = True, progress: bool = True) -> Dict[str, int]:
+          snippet: int = 1, config: Optional[Path] = None, fine: bool = True, progress: bool = True,
+          precision: Optional[str] = None) -> Dict[str, int]:
     """Score every input and write `out`; returns name -> frames scored."""
     if snippet < 1:
         raise EdgeVadError(f"--snippet must be >= 1, got {snippet}")
     out = Path(out)
     if out.suffix.lower() != ".npz":
         raise EdgeVadError(f"--out {out}: the scores file must end in .npz (what `edge-vad eval --scores` reads)")
-    cfg = load_config(config)
+    cfg = with_precision(load_config(config), precision)
     inputs = expand_inputs(sources)
     bundle_dir = resolve_bundle_dir(bundle or cfg.runtime.bundle)
     manifest = verify_bundle(bundle_dir).manifest

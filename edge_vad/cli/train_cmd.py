@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from edge_vad.errors import MissingDependency
 
@@ -29,7 +29,7 @@ def train_default(data: Path, out: Path, cache: Path, epochs: int, bo_evaluation
     return summary
 
 
-def features_extract(sources: list[Path], out: Path, kind: str, checkpoint: Optional[str]) -> dict:
+def features_extract(sources: List[Path], out: Path, kind: str, checkpoint: Optional[str]) -> dict:
     _require_torch()
     from edge_vad_models.backbones import AdjustMobileNet
     from edge_vad_models.checkpoint import load_coarse

@@ -2,9 +2,9 @@
 
     plan = plan_backends(manifest, bundle_dir, requested="onnxruntime", runtime=cfg.runtime)
 
-`choose_target` picks the (bundle target, backend) pair: the requested backend if it can run here, else the
-first of AUTO_ORDER that can; `plan_backends` then names, per runtime stage, the artifact, its backend and the
-backend's load options.
+The (bundle target, backend) pair comes from edge_vad.runtime.backend_choice (one decision with its reasons, logged
+as one INFO line); `plan_backends` then names, per runtime stage, the artifact, its backend and the backend's load
+options.
 """
 
 from __future__ import annotations
@@ -14,24 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import numpy as np
-
-from edge_vad.backends import backend_status
 from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
+from edge_vad.runtime.backend_choice import BackendChoice, HostProbe, choose_backend, live_host
 from edge_vad.runtime.threads import resolve_threads
+from edge_vad.runtime.trt_plan import tensorrt_options
 
 log = logging.getLogger("edge_vad.stages")
 
-# Automatic choice, first match wins: a GPU or an Edge TPU when present, else the fp32 reference graphs on
-# onnxruntime (the most accurate on a CPU), and the int8 TFLite CPU path only where onnxruntime is missing.
-AUTO_ORDER: Tuple[Tuple[str, str], ...] = (
-    ("tensorrt", "tensorrt"), ("tflite-int8", "edgetpu"), ("onnx", "onnxruntime"),
-    ("tensorrt", "onnxruntime"), ("tflite-int8", "tflite"),
-)
-TARGET_FOR_BACKEND = {"onnxruntime": "onnx", "tensorrt": "tensorrt", "tflite": "tflite-int8", "edgetpu": "tflite-int8"}
-TRT_CALIBRATION_BATCH = 8  # frames per TensorRT int8 calibration batch (64 shipped frames -> 8 batches)
 RUNTIME_STAGES = ("coarse_backbone", "coarse_head", "fine_image", "fine_head")
 
 
@@ -49,6 +40,7 @@ class BackendPlan:
     target: str  # the manifest target whose artifacts run
     backend: str  # the target backend (the coarse stage runs on it)
     stages: Tuple[StagePlan, ...]
+    reasons: Tuple[str, ...] = ()  # why this backend (BackendChoice.reasons)
     threads: int = 1  # intra-op threads of the CPU backends (edge_vad.runtime.threads)
     threads_source: str = ""  # where that number comes from
 
@@ -56,35 +48,10 @@ class BackendPlan:
         return next((s for s in self.stages if s.stage == name), None)
 
 
-def _unavailable(name: str) -> MissingDependency:
-    status = backend_status(name)  # EdgeVadError for an unknown name
-    return MissingDependency(f"backend {name!r} is unavailable: {status.reason}; {status.detail}")
-
-
-def choose_target(manifest: Manifest, requested: Optional[str]) -> Tuple[str, str]:
-    """(target, backend): `requested` if it can run here and the bundle has a target for it, else the first of
-    AUTO_ORDER that can. The backend's own availability is checked first: asking for a missing one is a
-    MissingDependency naming what to install, whatever the bundle holds."""
-    targets = manifest.targets
-    if requested:
-        if not backend_status(requested).available:
-            raise _unavailable(requested)
-        for name, target in targets.items():
-            if requested in target.backends:
-                return name, requested
-        raise EdgeVadError(f"the bundle has no artifacts for backend {requested!r} (its targets: "
-                           f"{', '.join(f'{n} -> {t.backends}' for n, t in targets.items())}); drop --backend or "
-                           f"re-export with --targets {TARGET_FOR_BACKEND.get(requested, 'onnx')}")
-    listed = list(AUTO_ORDER) + [(n, b) for n, t in targets.items() for b in t.backends]
-    reasons = []
-    for name, backend in listed:
-        if name in targets and backend in targets[name].backends:
-            status = backend_status(backend)
-            if status.available:
-                return name, backend
-            reasons.append(f"{backend}: {status.reason}")
-    raise MissingDependency(f"no backend of the bundle's targets can run here ({'; '.join(dict.fromkeys(reasons))}); "
-                            "run `edge-vad models backends` to see what to install")
+def choose_target(manifest: Manifest, requested: Optional[str], host: Optional[HostProbe] = None) -> Tuple[str, str]:
+    """(target, backend) of choose_backend (see edge_vad.runtime.backend_choice)."""
+    choice = choose_backend(manifest, requested, host or live_host())
+    return choice.target, choice.backend
 
 
 def _stage_artifact(manifest: Manifest, target: TargetProfile, stage: str, backend: str) -> Optional[str]:
@@ -105,44 +72,47 @@ def _artifact_backend(name: str, art: Artifact, target: TargetProfile, backend: 
     return "onnxruntime"
 
 
-def _calibration(bundle_dir: Path, manifest: Manifest, name: str) -> Any:
-    """int8 TensorRT calibration batches from the bundle's uint8 RGB frames, normalised like live frames."""
-    from edge_vad.backends.tensorrt_backend import CalibrationBatcher
-    from edge_vad.runtime.preprocess import normalise
-
-    data = np.load(bundle_dir / manifest.artifacts[name].file, allow_pickle=False)
-    frames = (np.ascontiguousarray(normalise(f, manifest.preprocessing).transpose(2, 0, 1)) for f in data)
-    return CalibrationBatcher(frames, TRT_CALIBRATION_BATCH, (3, manifest.preprocessing.size, manifest.preprocessing.size))
-
-
 def _options(backend: str, plan_name: str, stage: str, target: TargetProfile, runtime: RuntimeConfig,
              bundle_dir: Path, manifest: Manifest, threads: int) -> Dict[str, Any]:
     if backend == "onnxruntime":
-        return {"threads": threads}
+        # tensorrt_fp16: used only where onnxruntime has its TensorRT execution provider (NVIDIA's Jetson wheels):
+        # it builds its own engines, cached, in fp16 unless fp32 is asked for (it has no calibration for int8)
+        return {"threads": threads, "tensorrt_fp16": runtime.precision != "fp32"}
     if backend == "tflite":
         return {"num_threads": threads}
     if backend == "edgetpu":
         return {"device": runtime.edgetpu_device} if runtime.edgetpu_device else {}
     if backend == "tensorrt":
         assert target.tensorrt is not None
-        precision = target.tensorrt.precision
-        if precision == "int8":
-            calib = target.tensorrt.calibration_artifact
-            if stage == "coarse_backbone" and calib:
-                return {"precision": "int8", "calibration": _calibration(bundle_dir, manifest, calib)}
-            # the shipped calibration frames are images: only the image graph can be calibrated with them
-            log.info("tensorrt: %s has no int8 calibration data of its own; building it in fp16", plan_name)
-            precision = "fp16"
-        return {"precision": precision}
+        return tensorrt_options(plan_name, stage, target.tensorrt, runtime.precision, bundle_dir, manifest)
     return {}
 
 
 def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str] = None,
-                  runtime: Optional[RuntimeConfig] = None, fine: bool = True) -> BackendPlan:
-    """Decide, before loading anything, which artifact of which target runs on which backend."""
+                  runtime: Optional[RuntimeConfig] = None, fine: bool = True,
+                  host: Optional[HostProbe] = None) -> BackendPlan:
+    """Decide, before loading anything, which artifact of which target runs on which backend. The decision and its
+    reasons are logged as one INFO line; `host` (default: this machine) answers what can run here."""
     runtime = runtime or RuntimeConfig()
+    host = host or live_host(runtime.edgetpu_device)
+    choice: BackendChoice = choose_backend(manifest, requested, host)
+    log.info("%s", choice.line())
     threads, threads_source = resolve_threads(runtime)
-    target_name, backend = choose_target(manifest, requested)
+    try:
+        stages = _stage_plans(manifest, bundle_dir, choice, runtime, fine, host, threads)
+    except BaseException:
+        from edge_vad.backends.edgetpu_runtime import release_probed
+
+        release_probed()  # the choice may have opened the Edge TPU for a plan that is not going to run
+        raise
+    if any(s.backend in ("onnxruntime", "tflite") for s in stages):
+        log.info("CPU backends: %d intra-op thread(s), from the %s", threads, threads_source)
+    return BackendPlan(choice.target, choice.backend, stages, choice.reasons, threads, threads_source)
+
+
+def _stage_plans(manifest: Manifest, bundle_dir: Path, choice: BackendChoice, runtime: RuntimeConfig, fine: bool,
+                 host: HostProbe, threads: int) -> Tuple[StagePlan, ...]:
+    target_name, backend = choice.target, choice.backend
     target = manifest.targets[target_name]
     stages = []
     wanted = RUNTIME_STAGES if fine and manifest.fine is not None else RUNTIME_STAGES[:2]
@@ -158,10 +128,10 @@ def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str]
             continue
         art = manifest.artifacts[name]
         art_backend = _artifact_backend(name, art, target, backend)
-        if art_backend != backend and not backend_status(art_backend).available:
-            raise _unavailable(art_backend)
+        if art_backend != backend:
+            status = host.status(art_backend)
+            if not status.available:
+                raise MissingDependency(f"backend {art_backend!r} is unavailable: {status.reason}; {status.detail}")
         stages.append(StagePlan(stage, name, bundle_dir / art.file, art_backend,
                                 _options(art_backend, name, stage, target, runtime, bundle_dir, manifest, threads)))
-    if any(s.backend in ("onnxruntime", "tflite") for s in stages):
-        log.info("CPU backends: %d intra-op thread(s), from the %s", threads, threads_source)
-    return BackendPlan(target_name, backend, tuple(stages), threads, threads_source)
+    return tuple(stages)

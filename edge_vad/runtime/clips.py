@@ -14,7 +14,15 @@
 
 A clip holds the frames with start_t - pre_roll_s <= t <= end_t + post_roll_s. It is written to
 `<name>.partial.mp4` and renamed to `<name>.mp4` (after fsync) only when complete, so a file
-with the final name is always whole; a crash leaves only a `.partial.mp4` behind. Whether
+with the final name is always whole; a crash leaves only a `.partial.mp4` behind (the next
+start finishes or removes it: edge_vad.runtime.recovery).
+
+Write safety: cv2.VideoWriter does not raise when the disk fills up (FFmpeg logs "Failed to
+write frame" and the MP4 index, the moov atom written at release(), is lost). So before the
+rename the partial file is opened again and must report every frame that was written; if it
+does not (disk full, folder gone, read-only), the partial is removed and the FinishedClip has
+path None and an `error` that says why. A clips folder that cannot be created fails the clip
+the same way, never the caller: clips degrade, detection goes on. Whether
 push() for a frame comes before or after start() for that frame, each frame is written once.
 The final path is known at start() but exists only once the clip is reported in a
 FinishedClip (post_roll_s after the end, plus the writer's lag): hold the event's "end"
@@ -46,6 +54,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +94,7 @@ class _Clip:
     start_t: float
     stop_t: Optional[float] = None  # write frames with t <= stop_t (end_t + post_roll_s)
     last_index: int = -1
+    error: str = ""  # set when the clip cannot be written at all (its folder cannot be created)
 
 
 @dataclass
@@ -169,10 +179,15 @@ class ClipRecorder:
             raise ValueError(f"clip name {name!r} must be letters, digits, '_', '.', '-' (it becomes a file name)")
         if name in self._clips:
             raise ValueError(f"clip {name!r} is already recording")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         clip = self._clips[name] = _Clip(name=name, start_t=float(start_t))
         self._dropped_by_clip[name] = 0
         self._jobs.put(("open", name))
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. a FILE named like the folder, a read-only mount, a full disk
+            clip.error = (f"the clips folder {self.out_dir} cannot be created ({exc.strerror or exc}); "
+                          "remove what is in the way or fix its permissions")
+            return self.final_path(name)
         for stored in self._ring.since(start_t - self.pre_roll_s - 1e-9):
             self._send(clip, stored, repeat=self._ring.stride)  # a kept frame stands for `stride` frames
         return self.final_path(name)
@@ -206,6 +221,8 @@ class ClipRecorder:
         self.close()
 
     def _send(self, clip: _Clip, stored: ClipFrame, repeat: int = 1) -> None:
+        if clip.error:
+            return
         if stored.index <= clip.last_index:
             return  # already sent (pre-roll overlapping the frame being pushed)
         clip.last_index = stored.index
@@ -220,8 +237,8 @@ class ClipRecorder:
     def _close_clip(self, clip: _Clip, complete: bool) -> None:
         del self._clips[clip.name]
         dropped = self._dropped_by_clip.pop(clip.name, 0)
-        self._jobs.put(("finish", clip.name, complete and dropped == 0,
-                        f"{dropped} frames dropped (writer too slow)" if dropped else ""))
+        note = clip.error or (f"{dropped} frames dropped (writer too slow)" if dropped else "")
+        self._jobs.put(("finish", clip.name, complete and dropped == 0 and not clip.error, note))
 
     def _drain(self) -> List[FinishedClip]:
         out = []
@@ -287,18 +304,57 @@ class ClipRecorder:
 
     def _finish(self, name: str, w: _Written, complete: bool, note: str) -> FinishedClip:
         if w.writer is None:
-            error = w.error or "no frames were recorded"
+            error = w.error or note or "no frames were recorded"
             log.warning("clip %s: %s; no file written", name, error)
             return FinishedClip(name, None, 0, w.first_t, w.last_t, complete=False, error=error)
         w.writer.release()
         partial = self.partial_path(name)
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes must be on disk before the name says "complete"
-        finally:
-            os.close(fd)
         final = self.final_path(name)
-        os.replace(partial, final)
-        fsync_dir(self.out_dir)
+        try:
+            on_disk = playable_frames(partial)
+            if on_disk < w.frames:
+                raise OSError(f"only {on_disk} of {w.frames} frames are readable back from {partial.name}"
+                              + ("" if on_disk else " (no MP4 index: the write was cut short)"))
+            fd = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the bytes must be on disk before the name says "complete"
+            finally:
+                os.close(fd)
+            os.replace(partial, final)
+            fsync_dir(self.out_dir)
+        except OSError as exc:
+            error = f"not written completely: {exc}; {_free_space(self.out_dir)}"
+            log.error("clip %s: %s; the partial file is removed and the event gets clip: null", name, error)
+            _remove(partial)
+            return FinishedClip(name, None, 0, w.first_t, w.last_t, complete=False, error=error)
         log.info("clip %s: %d frames, %.2f s -> %s", name, w.frames, w.last_t - w.first_t, final)
         return FinishedClip(name, final, w.frames, w.first_t, w.last_t, complete, note)
+
+
+def playable_frames(path: Union[str, Path]) -> int:
+    """Frames an MP4 says it holds when opened as a reader would (0: it does not open, e.g. no moov atom).
+    Reads the container's index only, no decoding: milliseconds for a clip."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+    finally:
+        cap.release()
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return f"the folder is not usable ({exc.strerror or exc})"
+    return f"{free / 1e6:.1f} MB free on its file system" + ("; the disk is full" if free < 1_000_000 else "")
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("clip: could not remove %s (%s)", path, exc)

@@ -12,11 +12,14 @@ One JSON object per line (schema `EVENT_SCHEMA_VERSION`):
     start_time, end_time (ISO 8601 UTC wall clock; end null until end), emitted_at,
     frames (scores seen), peak_score, mean_score,
     fine (null or {class, probs{name: p}, description, top_snippets}), clip, snapshot
-    (paths once written, else null).
+    (paths once written, else null), clip_error (why an end record's clip is null, else null),
+    end_reason (end records: "gate_closed", "stopped" (SIGTERM or end of the source), or
+    "crash_recovered" (closed at the next start after a crash, edge_vad.runtime.recovery)).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -27,12 +30,15 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, IO, Iterable, List, Literal, Mapping, Optional, Protocol, Sequence, Union
+from collections import deque
+from typing import Any, Callable, Deque, Dict, IO, Iterable, List, Literal, Mapping, Optional, Protocol, Sequence, Union
 
 log = logging.getLogger("edge_vad.events")
 
 EVENT_SCHEMA_VERSION = 1
 EventType = Literal["start", "update", "end"]
+END_GATE_CLOSED, END_STOPPED, END_CRASH_RECOVERED = "gate_closed", "stopped", "crash_recovered"
+MAX_UNWRITTEN_LINES = 10_000  # events.jsonl lines held in memory while the disk refuses them (about 10 MB)
 Clock = Callable[[], datetime]
 
 
@@ -78,6 +84,8 @@ class Event:
     fine: Optional[Dict[str, Any]] = None
     clip: Optional[str] = None
     snapshot: Optional[str] = None
+    clip_error: Optional[str] = None
+    end_reason: Optional[str] = None
     schema: int = EVENT_SCHEMA_VERSION
 
     def to_dict(self) -> Dict[str, Any]:
@@ -139,15 +147,20 @@ class EventBuilder:
 
     def end(self, end_frame: int, end_s: float, fine: Union[FineSummary, Mapping[str, Any], None] = None, *,
             clip: Union[str, Path, None] = None, snapshot: Union[str, Path, None] = None,
-            ended_at: Optional[datetime] = None) -> Event:
+            ended_at: Optional[datetime] = None, clip_error: Optional[str] = None,
+            end_reason: str = END_GATE_CLOSED) -> Event:
         """The end record. `ended_at`: wall clock when the gate closed, if the record is sent
-        later (e.g. held until the clip's post-roll is written); default now."""
+        later (e.g. held until the clip's post-roll is written); default now. `clip_error`: why
+        there is no clip (the clip field is then null)."""
         if self.ended:
             raise RuntimeError(f"event {self.id} already ended")
         self._absorb(fine, clip, snapshot)
+        if clip_error:
+            self.clip = None  # a record never points at a clip that is not whole
         self.ended = True
         return self._record("end", end_frame=int(end_frame), end_s=float(end_s),
-                            end_time=iso_utc(ended_at or self._clock()))
+                            end_time=iso_utc(ended_at or self._clock()), clip_error=clip_error or None,
+                            end_reason=end_reason)
 
     def _absorb(self, fine, clip, snapshot) -> None:
         if fine is not None:
@@ -195,18 +208,30 @@ class JsonlEventWriter:
     line; and with the whole line in ONE write call nothing sits in a Python buffer, so an
     exception, SIGKILL or OOM kill of this process between events loses nothing and never
     leaves a fragment. fsync then makes the line survive a power loss before the event is
-    announced anywhere else (MQTT). What can still tear a line is dying INSIDE the write:
-    a power cut, a full disk (short write, raised here), or a SIGKILL landing while the
-    kernel copies a line that crosses a page boundary. So the reader skips a torn line,
-    and on opening the writer ends an unterminated last line with a newline so the next
-    event starts on a line of its own.
+    announced anywhere else (MQTT).
+
+    A full disk (ENOSPC, or a short write: part of the line fits) must not leave a fragment
+    either: the part that made it is cut off again (ftruncate back to the size before the
+    write, when nobody else appended meanwhile), the line is kept in memory (up to
+    MAX_UNWRITTEN_LINES, oldest dropped and counted in `lost`) and written, in order, before
+    the next event and once more at close; emit() raises OSError meanwhile so EventSinks
+    counts the failure. What can still tear a line is dying INSIDE the write (a power cut, a
+    SIGKILL while the kernel copies a line that crosses a page boundary): the reader skips a
+    torn line, and on opening the writer ends an unterminated last line with a newline so the
+    next event starts on a line of its own.
     """
 
-    def __init__(self, path: Union[str, Path], fsync: bool = True):
+    kind = "events_jsonl"
+    retries = True  # a failed line is kept and written later (EventSinks counts no loss for it)
+
+    def __init__(self, path: Union[str, Path], fsync: bool = True, ledger: Optional[Any] = None):
         self.path = Path(path)
         self.name = f"jsonl:{self.path}"
         self._fsync = fsync
+        self._ledger = ledger
         self._lock = threading.Lock()
+        self._unwritten: Deque[bytes] = deque()
+        self.lost = 0  # lines dropped for good (backlog overflow, or still unwritten at close)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._terminate_torn_line()
@@ -222,11 +247,30 @@ class JsonlEventWriter:
                 self._write_all(b"\n")
 
     def _write_all(self, data: bytes) -> None:
-        written = os.write(self._fd, data)
+        """One line, whole or not at all (see the class doc)."""
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, data)
+        except OSError:
+            self._cut_back(size, 0)
+            raise
         if written != len(data):  # a regular file only writes short when the disk is full
-            raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); is the disk full?")
+            self._cut_back(size, written)
+            raise OSError(errno.ENOSPC, f"{self.path}: short write ({written} of {len(data)} bytes; part taken back); "
+                                        "is the disk full?")
         if self._fsync:
             os.fsync(self._fd)
+
+    def _cut_back(self, size: int, written: int) -> None:
+        """Remove the `written` bytes of a failed line, unless another writer appended after them."""
+        try:
+            if os.fstat(self._fd).st_size == size + written:
+                os.ftruncate(self._fd, size)
+            elif written:
+                log.error("%s: another writer appended after a failed line; its fragment stays (readers skip it)",
+                          self.path)
+        except OSError as exc:
+            log.error("%s: could not take back a failed line (%s); readers skip the fragment", self.path, exc)
 
     def emit(self, event: Union[Event, Mapping[str, Any]]) -> None:
         line = event.to_json() if isinstance(event, Event) else json.dumps(event, allow_nan=False)
@@ -234,13 +278,47 @@ class JsonlEventWriter:
         with self._lock:
             if self._fd is None:
                 raise RuntimeError(f"{self.path}: writer is closed")
-            self._write_all(data)
+            self._unwritten.append(data)
+            if len(self._unwritten) > MAX_UNWRITTEN_LINES:
+                self._unwritten.popleft()
+                self._count_lost(1, f"{self.path}: more than {MAX_UNWRITTEN_LINES} event lines waiting for disk "
+                                    "space; the oldest was dropped")
+            self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        """Write the waiting lines in order; raise OSError (lines kept) at the first that fails."""
+        while self._unwritten:
+            try:
+                self._write_all(self._unwritten[0])
+            except OSError as exc:
+                waiting = len(self._unwritten)
+                raise OSError(exc.errno, f"{exc.strerror or exc}; {waiting} event line(s) kept in memory and "
+                                         "retried with the next event") from None
+            self._unwritten.popleft()
+
+    def _count_lost(self, n: int, message: str) -> None:
+        self.lost += n
+        if self._ledger is not None:
+            self._ledger.lose(self.kind, n, message)
+        else:
+            log.error("%s", message)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._unwritten)
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            if self._fd is None:
+                return
+            try:
+                self._write_unwritten()
+            except OSError as exc:
+                self._count_lost(len(self._unwritten), f"{self.path}: {len(self._unwritten)} event line(s) could not "
+                                                       f"be written before exit and are lost ({exc.strerror or exc})")
+                self._unwritten.clear()
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "JsonlEventWriter":
         return self
@@ -272,6 +350,8 @@ def read_events(path: Union[str, Path]) -> List[Dict[str, Any]]:
 class StdoutEventSink:
     """One JSON line per event on stdout (or any text stream), flushed at once."""
 
+    kind = "stdout"
+
     def __init__(self, stream: Optional[IO[str]] = None):
         self._stream = stream
         self.name = "stdout"
@@ -297,11 +377,13 @@ class EventSinks:
     """Fan-out: each event goes to every sink; a failing sink is logged and counted, and never
     stops the others (a dead MQTT broker must not lose the JSONL record)."""
 
-    def __init__(self, sinks: Sequence[EventSink] = (), on_emit: Optional[Callable[[Event], None]] = None):
+    def __init__(self, sinks: Sequence[EventSink] = (), on_emit: Optional[Callable[[Event], None]] = None,
+                 ledger: Optional[Any] = None):
         self.sinks: List[EventSink] = list(sinks)
         self.failures: Dict[str, SinkFailure] = {s.name: SinkFailure() for s in self.sinks}
         self.emitted = 0
         self._on_emit = on_emit
+        self._ledger = ledger  # edge_vad.runtime.outputs.OutputLedger: ERROR line + metrics per failure
 
     def add(self, sink: EventSink) -> None:
         self.sinks.append(sink)
@@ -318,7 +400,12 @@ class EventSinks:
                 entry = self.failures.setdefault(sink.name, SinkFailure())
                 entry.count += 1
                 entry.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("event sink %s failed on event %s (%s): %s", sink.name, event.id, event.type, entry.last_error)
+                message = f"event sink {sink.name} failed on event {event.id} ({event.type}): {entry.last_error}"
+                if self._ledger is not None:  # a sink that keeps the record for a retry reports its losses itself
+                    self._ledger.failed(getattr(sink, "kind", sink.name), message,
+                                        lost=0 if getattr(sink, "retries", False) else 1)
+                else:
+                    log.warning("%s", message)
         self.emitted += 1
         if self._on_emit is not None:
             self._on_emit(event)

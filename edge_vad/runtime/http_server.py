@@ -1,14 +1,19 @@
-"""A tiny HTTP server for /healthz and /metrics, in a daemon thread.
+"""A tiny HTTP server for /healthz, /metrics and the review page, in a daemon thread.
 
     server = HttpServer(metrics, host="127.0.0.1", port=8085).start()   # port 0: ephemeral
+    server = HttpServer(metrics, host, port, app=ReviewApp(...), guard=AccessGuard(host, token))
     server.url            -> "http://127.0.0.1:8085"
     server.stop()
 
 GET /healthz -> JSON from Metrics.health(); 200 when "ok", 503 when "degraded" (so a plain
-              HTTP check, e.g. a load balancer or `curl -f`, sees the difference).
+              HTTP check, e.g. a load balancer or `curl -f`, sees the difference): degraded while any
+              source is not open or has had no frame for [http] stalled_after_s.
+HEAD on either path: the same status and headers without the body.
 GET /metrics -> Prometheus text exposition of the Metrics' own registry.
-Anything else 404. The stdlib server is enough for two read-only endpoints polled every few
-seconds, and adds no dependency.
+Anything else goes to `app` (the review page, edge_vad.review.routes), or is 404 without one.
+Every request passes `guard` first (loopback Host check, or the access token; edge_vad.review.web), and
+every response carries its security headers (Content-Security-Policy, nosniff). The stdlib server is
+enough for a page one or two operators look at, and adds no dependency.
 """
 
 from __future__ import annotations
@@ -20,65 +25,85 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
 from edge_vad.errors import EdgeVadError
+from edge_vad.review.web import AccessGuard, Request, Response, read_request, redact, write_response
 from edge_vad.runtime.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("edge_vad.http")
 
 
-def _handler_for(metrics: Metrics):
+def _handler_for(metrics: Optional[Metrics], app=None, guard: Optional[AccessGuard] = None):
     class Handler(BaseHTTPRequestHandler):
         server_version = "edge-vad"
+        def do_HEAD(self) -> None:  # noqa: N802 - monitors (`curl -I`, uptime checkers) probe with HEAD
+            # the GET's status and headers, no body (RFC 9110 9.3.2)
+            self._serve("GET", head_only=True)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            path = self.path.split("?", 1)[0]
-            try:
-                if path == "/healthz":
-                    health = metrics.health()
-                    body = json.dumps(health).encode()
-                    self._send(200 if health["status"] == "ok" else 503, "application/json", body)
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE, metrics.exposition())
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
-            except Exception:  # noqa: BLE001 - a bug here must answer 500, not kill the thread silently
-                log.exception("http: error serving %s", path)
-                self._send(500, "text/plain; charset=utf-8", b"internal error\n")
+            self._serve("GET")
 
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def _serve(self, method: str, head_only: bool = False) -> None:
+            try:
+                request = read_request(self, method)
+                if isinstance(request, Request):
+                    response = (guard.check(request) if guard is not None else None) or self._route(request)
+                else:
+                    response = request
+            except Exception:  # noqa: BLE001 - a bug here must answer 500, not kill the thread silently
+                log.exception("http: error serving %s", redact(self.path))
+                response = Response.text(500, "internal error")
+            try:
+                write_response(self, response, head_only=head_only)
+            except (BrokenPipeError, ConnectionResetError):  # the browser cancelled (a <video> seeking, a reload)
+                log.debug("http: client left during %s", redact(self.path))
+
+        def _route(self, request: Request) -> Response:
+            if metrics is not None and request.path == "/healthz" and request.method == "GET":
+                health = metrics.health()
+                return Response(200 if health["status"] == "ok" else 503, "application/json",
+                                json.dumps(health).encode())
+            if metrics is not None and request.path == "/metrics" and request.method == "GET":
+                return Response(200, CONTENT_TYPE, metrics.exposition())
+            if app is not None:
+                return app.handle(request)
+            return Response.text(404, "not found: try /healthz or /metrics")
 
         def log_message(self, fmt: str, *args) -> None:
-            log.debug("http: %s " + fmt, self.client_address[0], *args)  # polled often: keep it out of INFO
+            # Polled often: DEBUG, not INFO. A one-time ?token= login must not end up in a log.
+            log.debug("http: %s %s", self.client_address[0], redact(fmt % args))
 
     return Handler
 
 
 class HttpServer:
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, metrics: Optional[Metrics], host: str = "127.0.0.1", port: int = 0, *, app=None,
+                 guard: Optional[AccessGuard] = None):
         self.metrics = metrics
         self.host = host
         self.requested_port = port
+        self.app = app
+        self.guard = guard
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "HttpServer":
         try:
-            server = ThreadingHTTPServer((self.host, self.requested_port), _handler_for(self.metrics))
+            server = ThreadingHTTPServer((self.host, self.requested_port),
+                                         _handler_for(self.metrics, self.app, self.guard))
         except OSError as exc:
             raise EdgeVadError(
-                f"cannot serve /healthz and /metrics on {self.host}:{self.requested_port} ({exc.strerror}); "
+                f"cannot serve HTTP on {self.host}:{self.requested_port} ({exc.strerror}); "
                 "choose another [http] port or stop what uses it"
             ) from None
         server.daemon_threads = True  # a hung client must not block shutdown
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="edge-vad-http", daemon=True)
         self._thread.start()
-        log.info("http: /healthz and /metrics on %s", self.url)
+        served = [what for what, on in (("the review page", self.app is not None),
+                                         ("/healthz and /metrics", self.metrics is not None)) if on]
+        log.info("http: %s on %s", ", ".join(served) or "nothing", self.url)
         return self
 
     @property

@@ -5,7 +5,8 @@
 Sharing: each artifact is loaded ONCE and every pipeline uses that one instance (`SharedModel`).
 onnxruntime documents InferenceSession.run as safe to call from several threads, so its sessions are called
 concurrently without a lock; TFLite interpreters and TensorRT execution contexts are not thread-safe, so
-their calls take turns under a per-model lock. Measured on the development machine (2 cores shared with
+their calls take turns under a per-model lock (a TensorRT engine also runs only on its own CUDA owner thread,
+edge_vad.backends.cuda_owner, whichever pipeline thread calls it). Measured on the development machine (2 cores shared with
 other jobs, so noisy; two pipelines on the Lite0 backbone + QACM, frames/s of both together, three runs):
 one shared session without a lock 48 / 125 / 32 (1 intra-op thread) and 29 / 78 / 30 (2 threads); the same
 session behind a lock 39 / 66 / 32 and 19 / 51 / 14; a session per pipeline 45 / 123 / 36 and 21 / 16 / 21

@@ -11,8 +11,13 @@
 
 Exported series (prefix edge_vad_): frames_total{source}, dropped_frames_total{source,reason},
 events_total{source,type}, fps{source}, gate_open_ratio{source},
-stage_latency_seconds{stage} (histogram; stages in STAGES).
-fps and gate_open_ratio are computed over the last RATE_WINDOW_FRAMES frames of each source.
+stage_latency_seconds{stage} (histogram; stages in STAGES),
+source_up{source} (1 while open and delivering, else 0), source_reconnects_total{source},
+source_last_frame_age_seconds{source}, output_failures_total{kind}, outputs_lost_total{kind}
+(edge_vad.runtime.outputs), mqtt_spooled_events (events waiting for the broker's acknowledgement).
+fps and gate_open_ratio are computed over the last RATE_WINDOW_FRAMES frames of each source; fps, up
+and the frame age are refreshed whenever they are read, so fps drops to 0 as soon as a source is down
+or stalled (no frame for stale_after_s) instead of repeating the rate it had before.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ NAMESPACE = "edge_vad"
 # Per-frame work on Jetson / Coral is 1-100 ms; buckets resolve that range, the tail catches stalls.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 RATE_WINDOW_FRAMES = 120  # fps / gate-open ratio over the last 120 frames (8 s at 15 fps)
-STALE_AFTER_S = 5.0  # a source without a frame for this long makes /healthz degraded
+STALE_AFTER_S = 5.0  # a source without a frame for this long is stalled: /healthz degraded ([http] stalled_after_s)
 HEALTHY_STATES = ("open",)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -42,6 +47,7 @@ class _SourceHealth:
     state: str = "starting"
     frames: int = 0
     last_frame_at: Optional[float] = None  # clock() time
+    reconnects: int = 0
     recent: Deque[Tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW_FRAMES))
 
     def fps(self) -> Optional[float]:
@@ -74,6 +80,19 @@ class Metrics:
                                ["source"], namespace=NAMESPACE, registry=r)
         self.gate_open_ratio = Gauge("gate_open_ratio", f"Fraction of the last {RATE_WINDOW_FRAMES} frames with the gate open",
                                      ["source"], namespace=NAMESPACE, registry=r)
+        self.source_up = Gauge("source_up", "1 while the source is open and delivered a frame within the stall "
+                               "age, else 0", ["source"], namespace=NAMESPACE, registry=r)
+        self.source_reconnects = Counter("source_reconnects", "Successful reopenings of a lost live source",
+                                         ["source"], namespace=NAMESPACE, registry=r)
+        self.last_frame_age = Gauge("source_last_frame_age_seconds", "Seconds since the source's last processed frame "
+                                    "(since start-up while it has none)", ["source"], namespace=NAMESPACE, registry=r)
+        self.output_failures = Counter("output_failures", "Failed writes of outputs, by kind", ["kind"],
+                                       namespace=NAMESPACE, registry=r)
+        self.outputs_lost = Counter("outputs_lost", "Outputs lost for good, by kind", ["kind"], namespace=NAMESPACE,
+                                    registry=r)
+        self.mqtt_spooled = Gauge("mqtt_spooled_events", "Events in the MQTT spool, not yet acknowledged by the broker",
+                                  namespace=NAMESPACE, registry=r)
+        self._started_at = clock()
         self.stage_latency = Histogram("stage_latency_seconds", "Wall time per stage call", ["stage"],
                                        namespace=NAMESPACE, registry=r, buckets=LATENCY_BUCKETS)
         for stage in STAGES:
@@ -86,6 +105,9 @@ class Metrics:
         self.frames_total.labels(source=source)
         self.fps_gauge.labels(source=source)
         self.gate_open_ratio.labels(source=source)
+        self.source_up.labels(source=source)
+        self.source_reconnects.labels(source=source)
+        self.last_frame_age.labels(source=source)
 
     def source_state(self, source: str, state: str) -> None:
         """Record a source's state (SourceState.value: open, reconnecting, ended, failed)."""
@@ -99,6 +121,8 @@ class Metrics:
             health = self._sources.get(source)
             if health is None:
                 health = self._sources[source] = _SourceHealth(state="open")
+            elif health.state == "starting":
+                health.state = "open"  # a frame proves it delivers
             health.frames += 1
             health.last_frame_at = now
             health.recent.append((now, bool(gate_open)))
@@ -107,6 +131,23 @@ class Metrics:
         if fps is not None:
             self.fps_gauge.labels(source=source).set(fps)
         self.gate_open_ratio.labels(source=source).set(ratio)
+
+    def reconnects(self, source: str, total: int) -> None:
+        """The source's own count of successful reconnects (SourceStats.reconnects); the counter follows it."""
+        with self._lock:
+            health = self._sources.setdefault(source, _SourceHealth())
+            delta = total - health.reconnects
+            health.reconnects = max(health.reconnects, total)
+        if delta > 0:
+            self.source_reconnects.labels(source=source).inc(delta)
+
+    def output_failure(self, kind: str, lost: int = 0) -> None:
+        self.output_failures.labels(kind=kind).inc()
+        if lost:
+            self.outputs_lost.labels(kind=kind).inc(lost)
+
+    def mqtt_spool(self, events: int) -> None:
+        self.mqtt_spooled.set(events)
 
     def dropped(self, source: str, reason: str, n: int = 1) -> None:
         self.dropped_frames_total.labels(source=source, reason=reason).inc(n)
@@ -133,24 +174,31 @@ class Metrics:
     # -- reports -----------------------------------------------------------------------
     def health(self) -> dict:
         """ok when every source is open and delivered a frame within stale_after_s; else degraded
-        (also with no source at all: nothing is being watched)."""
+        (also with no source at all: nothing is being watched). Also refreshes the per-source gauges."""
         now = self._clock()
         sources = {}
         healthy = bool(self._sources)
         with self._lock:
             for name, h in self._sources.items():
                 age = None if h.last_frame_at is None else now - h.last_frame_at
-                fresh = age is not None and age <= self.stale_after_s
-                ok = h.state in HEALTHY_STATES and fresh
+                stalled = age is None or age > self.stale_after_s
+                ok = h.state in HEALTHY_STATES and not stalled
                 healthy &= ok
-                fps, ratio = h.fps(), h.open_ratio()
+                fps = h.fps() if ok else 0.0  # a stream that is down or stalled has no rate: never a stale one
+                ratio = h.open_ratio()
                 sources[name] = {
-                    "state": h.state, "ok": ok, "frames": h.frames,
+                    "state": h.state, "ok": ok, "stalled": h.state in HEALTHY_STATES and stalled, "frames": h.frames,
                     "fps": None if fps is None else round(fps, 3),
                     "last_frame_age_s": None if age is None else round(age, 3),
+                    "reconnects": h.reconnects,
                     "gate_open_ratio": None if ratio is None else round(ratio, 4),
                 }
-        return {"status": "ok" if healthy else "degraded", "sources": sources}
+                self.source_up.labels(source=name).set(1 if ok else 0)
+                self.last_frame_age.labels(source=name).set(now - (h.last_frame_at or self._started_at))
+                if fps is not None:
+                    self.fps_gauge.labels(source=name).set(fps)
+        return {"status": "ok" if healthy else "degraded", "stalled_after_s": self.stale_after_s, "sources": sources}
 
     def exposition(self) -> bytes:
+        self.health()  # up / frame age / fps as of now, not as of the last frame
         return generate_latest(self.registry)

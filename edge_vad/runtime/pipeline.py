@@ -19,6 +19,10 @@ over that frame, written when the event ends; its file name says how the F_A cha
 
 Stop (SIGTERM, end of stream): the gate is finished (an open event gets its end), the fine worker drained
 (SHUTDOWN_FINE_WAIT_S), the clips flushed (SHUTDOWN_CLIP_WAIT_S), and every held end record emitted.
+
+Outputs degrade, detection goes on: a clip that could not be written completely (disk full, folder gone)
+or a snapshot that could not be saved is an ERROR line and a count in the OutputLedger (exit code 4 at
+the end, /metrics edge_vad_outputs_lost_total), and the end record says `clip: null` with `clip_error`.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ import numpy as np
 from edge_vad.config import Config
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
+from edge_vad.review.live import LiveState
 from edge_vad.runtime.clips import ClipRecorder, FinishedClip
 from edge_vad.runtime.coarse import CoarseOutput, CoarseStage
-from edge_vad.runtime.events import Event, EventBuilder, FineSummary, utc_now
+from edge_vad.runtime.events import END_GATE_CLOSED, END_STOPPED, Event, EventBuilder, FineSummary, utc_now
 from edge_vad.runtime.fine_model import FineFrame, FineModel
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineResult, FineWorker, InlineFine
 from edge_vad.runtime.gate import Gate, GateDecision
 from edge_vad.runtime.metrics import Metrics
+from edge_vad.runtime.outputs import OutputLedger
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.snapshot import write_snapshot
 from edge_vad.sources.base import Frame, Source, SourceState
@@ -84,6 +90,8 @@ class _Opening:
     clip_path: Optional[Path] = None  # final path, known at start
     clip_done: bool = False
     clip_file: Optional[Path] = None  # what the recorder reported (None: no file)
+    clip_error: str = ""  # why there is no clip file
+    end_reason: str = END_GATE_CLOSED
     end: Optional[tuple] = None  # (end_frame, end_t, ended_at) once the gate closed a confirmed event
     closed_at: float = 0.0  # time.monotonic() of the closing
 
@@ -113,7 +121,8 @@ class Pipeline:
                  emit: Optional[Callable[[Event], Any]] = None, metrics: Optional[Metrics] = None,
                  events_dir: Optional[Path] = None, stride: int = 1, score_log: Optional[ScoreLog] = None,
                  stop: Optional[threading.Event] = None, fine_inline: bool = False,
-                 snippet_frames: int = SNIPPET_FRAMES, on_frame: Optional[Callable[[Frame], Any]] = None):
+                 snippet_frames: int = SNIPPET_FRAMES, on_frame: Optional[Callable[[Frame], Any]] = None,
+                 ledger: Optional[OutputLedger] = None, live: Optional[LiveState] = None):
         if stride < 1:
             raise EdgeVadError(f"--stride must be >= 1, got {stride}")
         self.source, self.coarse, self.cfg = source, coarse, cfg
@@ -121,6 +130,7 @@ class Pipeline:
         self.fine_model = fine if cfg.fine.enabled else None
         self._emit_sink = emit
         self.metrics = metrics
+        self.ledger = ledger if ledger is not None else OutputLedger(metrics)
         self.stride = stride
         self.log = score_log
         self.stop = stop or threading.Event()
@@ -135,6 +145,9 @@ class Pipeline:
         self._fine_inline = fine_inline
         self._on_frame = on_frame
         self._state_seen = ""
+        self.live = live  # the review page's live view (newest frame, smoothed scores); cheap per frame
+        if live is not None:
+            live.add_camera(self.name, cfg.gate.on_threshold, cfg.gate.off_threshold)
         # Pre-roll of SCORED frames for the fine stage (its clock is the frames' own time).
         ring_len = math.ceil(cfg.fine.pre_roll_s * self.fps / stride) + 1 if self.fine_model else 0
         self._ring: Deque[FineFrame] = deque(maxlen=max(ring_len, 1))
@@ -221,12 +234,13 @@ class Pipeline:
         state = self.source.state.value
         if state != self._state_seen and self.metrics is not None:
             self.metrics.source_state(self.name, state)
+            self.metrics.reconnects(self.name, self.source.stats.reconnects)
         self._state_seen = state
 
     def _shutdown(self) -> None:
         decision = self.gate.finish()
         if decision.transition == "close":
-            self._close(decision)
+            self._close(decision, END_STOPPED)
         if self.worker is not None:
             if not self.worker.drain(SHUTDOWN_FINE_WAIT_S):
                 log.warning("source '%s': fine worker still busy after %.1f s; events end with what it reported",
@@ -265,6 +279,8 @@ class Pipeline:
             self.log.add(frame.index, frame.timestamp_s, score, d.open, cls)
         if self.metrics is not None:
             self.metrics.frame(self.name, gate_open=d.open)
+        if self.live is not None:
+            self.live.update(self.name, frame.image, d.smoothed, d.open)
 
     def _open(self, d: GateDecision, record: Optional[FineFrame]) -> None:
         self._episodes += 1
@@ -302,7 +318,7 @@ class Pipeline:
         if op.summary is not None:
             self._emit(op.builder.update(fine=op.summary))
 
-    def _close(self, d: GateDecision) -> None:
+    def _close(self, d: GateDecision, reason: str = END_GATE_CLOSED) -> None:
         op = self._current
         self._current = None
         if op is None:
@@ -312,6 +328,7 @@ class Pipeline:
             op.pending = []
         if d.event == "end" and op.builder is not None:
             op.end = (int(d.end_frame), float(d.end_t), utc_now())  # type: ignore[arg-type]
+            op.end_reason = reason
             op.closed_at = time.monotonic()
             if self.clips is not None and op.clip_path is not None:
                 self.clips.stop(op.builder.id, float(d.end_t))  # type: ignore[arg-type]
@@ -361,7 +378,11 @@ class Pipeline:
             for op in self._closing:
                 if op.builder is not None and op.builder.id == clip.name:
                     op.clip_done, op.clip_file = True, clip.path
-                    if clip.error:
+                    if clip.path is None:
+                        op.clip_error = clip.error or "no clip was written"
+                        self.ledger.failed("clip", f"source '{self.name}': clip of event {clip.name} lost: "
+                                                   f"{op.clip_error}")
+                    elif clip.error:
                         log.warning("source '%s': clip of event %s: %s", self.name, clip.name, clip.error)
 
     def _service(self) -> None:
@@ -384,8 +405,13 @@ class Pipeline:
             end_frame, end_t, ended_at = op.end
             snapshot = self._snapshot(op)
             clip = op.clip_file if op.clip_done else None
+            clip_error = op.clip_error
+            if op.clip_path is not None and not op.clip_done:
+                clip_error = ("the clip was not finished before exit (writer still busy); its .partial.mp4 is "
+                              "finished or removed at the next start")
+                self.ledger.failed("clip", f"source '{self.name}': clip of event {op.builder.id}: {clip_error}")
             self._emit(op.builder.end(end_frame, end_t, fine=op.summary, clip=clip, snapshot=snapshot,
-                                      ended_at=ended_at))
+                                      ended_at=ended_at, clip_error=clip_error or None, end_reason=op.end_reason))
             self._by_episode.pop(op.episode, None)
         self._closing = still
 
@@ -396,7 +422,8 @@ class Pipeline:
         try:
             return write_snapshot(path, op.peak_image, op.peak_heat)
         except (OSError, ValueError) as exc:
-            log.warning("source '%s': snapshot of event %s not written: %s", self.name, op.builder.id, exc)
+            self.ledger.failed("snapshot", f"source '{self.name}': snapshot of event {op.builder.id} not written: "
+                                           f"{exc}")
             return None
 
     def _emit(self, event: Event) -> None:

@@ -6,6 +6,8 @@
                                              # loop stops pinging and systemd restarts us
     status("front-door: 15.0 fps")
     extend_timeout(120)          # before a long start-up step (TensorRT engine build)
+    with StartupExtender():      # ... or keep extending from a thread while a long step runs
+        load_models(...)
     stopping()                   # on SIGTERM, before flushing clips
 
 The protocol: send "KEY=VALUE" lines as one datagram to the AF_UNIX socket named by
@@ -18,8 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 log = logging.getLogger("edge_vad.sdnotify")
 
@@ -120,3 +123,43 @@ class Watchdog:
         sent = watchdog(self._env)
         self.pings += sent
         return sent
+
+
+class StartupExtender:
+    """While the `with` block runs, send EXTEND_TIMEOUT_USEC from a thread every `every_s`, each asking for
+    `extend_s` more (systemd: the service "must send a new message" within that time, sd_notify(3); since
+    systemd 236). A TensorRT engine build is one long synchronous call, so the main thread cannot do it itself.
+    Capped at `max_total_s`: a build that hangs for an hour is stopped by systemd, not extended forever.
+    A no-op outside systemd ($NOTIFY_SOCKET unset)."""
+
+    def __init__(self, extend_s: float = 90.0, every_s: float = 30.0, max_total_s: float = 3600.0,
+                 env: Optional[Mapping[str, str]] = None, status_text: str = "") -> None:
+        if not 0 < every_s < extend_s:
+            raise ValueError(f"every_s ({every_s}) must be positive and below extend_s ({extend_s})")
+        self.extend_s, self.every_s, self.max_total_s = extend_s, every_s, max_total_s
+        self._env = env
+        self._status = status_text
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.sent = 0
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - start + self.extend_s <= self.max_total_s:
+            if extend_timeout(self.extend_s, self._env):
+                self.sent += 1
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "StartupExtender":
+        if _address(os.environ if self._env is None else self._env) is None:
+            return self
+        if self._status:
+            status(self._status, self._env)
+        self._thread = threading.Thread(target=self._loop, name="sd-notify-extend", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

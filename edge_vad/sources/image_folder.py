@@ -3,7 +3,10 @@
 Images are sorted in natural order (2.jpg before 10.jpg). A folder carries no frame rate:
 `fps` sets it, default DEFAULT_FOLDER_FPS, and timestamps are index / fps. An image that
 cannot be decoded is skipped with a warning (`stats.decode_errors`) and its index is left
-unused, so frame i is still file i and per-frame labels stay aligned.
+unused, so frame i is still file i and per-frame labels stay aligned. A JPEG cut short (a copy
+or an upload interrupted) counts as undecodable: libjpeg pads a truncated file with grey and
+cv2.imread returns that image without an error, so the file's end-of-image marker (FF D9) is
+checked first.
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ log = logging.getLogger("edge_vad.sources")
 
 DEFAULT_FOLDER_FPS = 10.0  # UCSD Ped2, the image-folder data we use, is about 10 fps (its README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+JPEG_EOI = b"\xff\xd9"  # end-of-image marker: the last two bytes of a whole JPEG (ITU-T T.81, B.1.1.3)
+JPEG_TAIL_SLACK = 64  # some encoders pad after the marker; look for it in the last bytes, not only at the end
+
+
+def truncated_jpeg(path: Path) -> bool:
+    """True when a .jpg / .jpeg file does not end with an end-of-image marker (it was cut short)."""
+    if path.suffix.lower() not in JPEG_EXTENSIONS:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - JPEG_TAIL_SLACK))
+            tail = fh.read()
+    except OSError:
+        return False  # unreadable: cv2.imread reports it
+    return JPEG_EOI not in tail.rstrip(b"\x00\r\n ")[-JPEG_TAIL_SLACK:]
 
 
 def natural_key(name: str) -> list:
@@ -74,12 +94,15 @@ class ImageFolderSource(Source):
                                f"check the path or pass a video file")
         first = self._decode(self._paths[0])
         if first is None:
-            raise EdgeVadError(f"{self._paths[0]}: cannot decode the first image of the folder; check the file")
+            why = "is a truncated JPEG (no end marker)" if truncated_jpeg(self._paths[0]) else "cannot be decoded"
+            raise EdgeVadError(f"{self._paths[0]}: the first image of the folder {why}; check or replace the file")
         self._opened(SourceInfo(kind=self.kind, uri=str(self.folder), backend="imread", width=first.shape[1],
                                 height=first.shape[0], fps=self._fps, frame_count=len(self._paths)))
         return self
 
     def _decode(self, path: Path) -> Optional[np.ndarray]:
+        if truncated_jpeg(path):
+            return None
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # greyscale files come back as 3-channel BGR
         return None if image is None else fit_size(to_bgr(image), *self._size)
 
@@ -104,7 +127,8 @@ class ImageFolderSource(Source):
             image = self._decode(path)
             if image is None:
                 self._bump(decode_errors=1)
-                log.warning("source '%s': cannot decode %s; skipped", self.name, path)
+                why = "truncated JPEG (no end marker)" if truncated_jpeg(path) else "cannot decode"
+                log.warning("source '%s': %s %s; skipped (its frame number stays unused)", self.name, why, path)
                 continue
             self._pass_delivered += 1
             return Frame(image=image, index=index, timestamp_s=index / self._fps, source=self.name)

@@ -13,8 +13,9 @@ default), forever unless `Backoff.max_attempts` is set (then the source goes FAI
 an EdgeVadError in `Source.error`). Each attempt is logged; a success counts in
 `stats.reconnects`, the time without frames in `stats.gap_s` and an estimate of the frames
 lost in `stats.frames_missed` (gap x fps). The clock and the sleep are injectable so tests
-run the whole sequence without waiting. Opening at start-up is NOT retried: a wrong URL
-is an immediate EdgeVadError.
+run the whole sequence without waiting. `open()` itself is not retried: a source that does not
+open is an immediate EdgeVadError; `edge-vad run` retries a config's live sources at start-up with
+this same Backoff (edge_vad.runtime.source_worker).
 """
 
 from __future__ import annotations

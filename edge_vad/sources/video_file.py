@@ -7,11 +7,19 @@ from the duration) the frames decoded so far are kept, a warning is logged, the 
 frames are counted in `stats.frames_missing` and the source ENDS. An MP4 whose index (moov
 atom) was at the end and got cut off has nothing decodable at all: that is an EdgeVadError
 at open, as is any file with no frames.
+
+Timestamps: each frame gets its OWN presentation time (CAP_PROP_POS_MSEC right after the read,
+which OpenCV's FFmpeg backend sets from the decoded frame's pts), so a variable-frame-rate
+recording (phones, many NVRs) keeps its real timing; index / fps is only the fallback where the
+backend reports no position. A looped file continues from the end of the previous pass. For the
+truncation check the time reached counts too: a variable-rate file's announced frame count is only
+duration x average rate, so "fewer frames than announced" alone would call it damaged.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -68,6 +76,10 @@ class VideoFileSource(Source):
         self._next_index = 0
         self._pass_frames = 0  # frames decoded in the current pass over the file
         self._damage_reported = False
+        self._pending_t: Optional[float] = None  # media time of the pending frame within its pass
+        self._pass_offset = 0.0  # media time at which the current pass starts (loops continue the clock)
+        self._last_t = -math.inf  # timestamp of the last frame returned
+        self._pass_last_t = 0.0  # media time of the last frame of the current pass, within the pass
 
     def open(self) -> "VideoFileSource":
         if not self.path.exists():
@@ -104,6 +116,7 @@ class VideoFileSource(Source):
             cap.release()
             return cap, None
         self._pass_frames = 0
+        self._pending_t = _media_time(cap)
         return cap, image
 
     def _read(self, timeout_s: Optional[float]) -> Optional[Frame]:
@@ -111,16 +124,33 @@ class VideoFileSource(Source):
             return None
         if self._pending is not None:
             image, self._pending = self._pending, None
+            media_t = self._pending_t
         else:
             ok, image = self._cap.read()
-            if not ok or image is None:
+            if ok and image is not None:
+                media_t = _media_time(self._cap)
+            else:
                 image = self._end_of_pass()
                 if image is None:
                     return None
+                media_t = self._pending_t
         index = self._next_index
         self._next_index += 1
         self._pass_frames += 1
-        return Frame(image=self._convert(image), index=index, timestamp_s=index / self._fps, source=self.name)
+        return Frame(image=self._convert(image), index=index, timestamp_s=self._timestamp(index, media_t),
+                     source=self.name)
+
+    def _timestamp(self, index: int, media_t: Optional[float]) -> float:
+        """The frame's own media time (plus the pass offset); index / fps where the backend gives none."""
+        if media_t is None:
+            t = index / self._fps
+        else:
+            t = self._pass_offset + media_t
+            self._pass_last_t = media_t
+        if t <= self._last_t:  # never backwards or repeated (B-frame reordering glitches, a broken pts)
+            t = self._last_t + 1.0 / self._fps
+        self._last_t = t
+        return t
 
     def _end_of_pass(self) -> Optional[np.ndarray]:
         """Decoding stopped: note damage, then restart (loop) or end. Returns the first frame
@@ -139,6 +169,8 @@ class VideoFileSource(Source):
             self._state = SourceState.ENDED
             return None
         self._cap = cap
+        self._pass_offset += self._pass_last_t + 1.0 / self._fps  # the next pass starts one frame after the last
+        self._pass_last_t = 0.0
         self._bump(loops=1)
         log.debug("source '%s': looping %s", self.name, self.path)
         return first
@@ -148,6 +180,10 @@ class VideoFileSource(Source):
             return
         missing = self._frame_count - self._pass_frames
         slack = max(TRUNCATION_SLACK_FRAMES, round(TRUNCATION_SLACK_FRACTION * self._frame_count))
+        if missing > slack and self._pass_last_t > 0:
+            # Judge by the time reached: the announced count of a variable-rate file is duration x average fps.
+            reached = self._pass_last_t + 1.0 / self._fps
+            missing = round((self._frame_count / self._fps - reached) * self._fps)
         if missing > slack:
             self._damage_reported = True  # once: later loops hit the same damage
             self._bump(decode_errors=1, frames_missing=missing)
@@ -162,3 +198,12 @@ class VideoFileSource(Source):
             self._cap.release()
             self._cap = None
         self._pending = None
+
+
+def _media_time(cap) -> Optional[float]:
+    """Seconds of the frame just read (CAP_PROP_POS_MSEC), or None where the backend does not say."""
+    try:
+        msec = float(cap.get(cv2.CAP_PROP_POS_MSEC))
+    except cv2.error:
+        return None
+    return msec / 1000.0 if math.isfinite(msec) and msec >= 0 else None

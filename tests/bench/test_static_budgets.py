@@ -76,6 +76,17 @@ def test_coral_lint_missing_is_unknown_not_pass(manifest):
     assert checks["edgetpu_ops:qacm_int8"]["pass"] is None
 
 
+def test_coral_coverage_of_a_compiled_model_is_the_compilers_count(manifest):
+    data = json.loads(manifest.to_json())
+    art = dict(data["artifacts"]["qacm_int8"], file="qacm_int8_edgetpu.tflite", edgetpu_lint=None, edgetpu_compile={
+        "source_artifact": "qacm_int8", "compiler_version": "16.0.384591198", "subgraphs": 1, "operations_total": 5,
+        "operations_on_tpu": 4, "operations_on_cpu": 1, "on_chip_bytes": 80_000, "off_chip_bytes": 0})
+    data["artifacts"]["qacm_int8_edgetpu"] = art
+    checks = static_budgets(parse_manifest(data, "test"), load_profile("coral-usb"))
+    cov = checks["edgetpu_ops:qacm_int8_edgetpu"]
+    assert cov["value"] == pytest.approx(0.8) and cov["pass"] is False and "4 of 5 ops mapped" in cov["note"]
+
+
 def test_fine_reference_is_held_to_the_budget(manifest):
     ref = {"params": 120_000_000, "gflops": 22.17, "weights": "random", "encoder": "clip-vit-b16"}
     checks = static_budgets(manifest, load_profile("jetson-nano"), ref)

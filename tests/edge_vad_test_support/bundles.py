@@ -82,6 +82,27 @@ def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Pat
     return bundle, ckpt
 
 
+def exported_trt_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The test checkpoint exported with `--targets onnx,tensorrt --calib` (four real fight-surv clips): a bundle
+    whose tensorrt target, calibration frames and reference outputs come from the real exporter. Once per session."""
+    root = tmp_path_factory.getbasetemp() / (TEST_BUNDLE_DIR + "_tensorrt")
+    bundle, ckpt, calib = root / "bundle", root / "ckpt", root / "calib"
+    if not (bundle / MANIFEST_NAME).is_file():
+        torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch) to export a test bundle")
+        pytest.importorskip("onnx", reason="needs the export extra (onnx) to export a test bundle")
+        from edge_vad.cli.export_cmd import run_export
+
+        torch.set_num_threads(1)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        _write_checkpoint(ckpt)
+        calib.mkdir(exist_ok=True)
+        for label in ("fight", "noFight"):
+            for clip in sorted((shared_data / "fight-surv" / label).glob("*.mp4"))[:2]:
+                (calib / clip.name).symlink_to(clip)
+        run_export(str(ckpt), "onnx,tensorrt", calib, bundle, True, "lite0-minilm", None)
+    return bundle
+
+
 def any_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped default bundle when it is there (no torch needed), else the session's exported one."""
     return shipped_bundle() or exported_bundle(tmp_path_factory)[0]

@@ -92,7 +92,7 @@ def test_round_trip_bundle_verifies(exported) -> None:
     report = verify_bundle(bundle)
     manifest = report.manifest
     assert result["manifest"]["artifacts"].keys() == manifest.artifacts.keys()
-    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "text_table"}
+    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "text_table", "tensorrt_reference"}
     expected |= {"tensorrt_calibration"} if calib is not None else set()
     assert set(manifest.artifacts) == expected and report.unlisted == []
     assert sorted(p.name for p in bundle.iterdir()) == sorted([MANIFEST_NAME] + [a.file for a in manifest.artifacts.values()])
@@ -169,11 +169,14 @@ def test_budgets_recorded_per_artifact_and_stage(exported) -> None:
 def test_tensorrt_target_records_build_settings(exported) -> None:
     bundle, _, _, calib = exported
     trt = load_manifest(bundle).targets["tensorrt"]
-    assert trt.backends[0] == "tensorrt" and "coarse_backbone" in trt.tensorrt.onnx_artifacts
+    assert trt.backends[0] == "tensorrt" and trt.tensorrt.onnx_artifacts == ["coarse_backbone", "qacm"]
+    # fp16 is the default on every Jetson; int8 is possible (--precision int8) where --calib gave frames
+    assert (trt.tensorrt.precision, trt.tensorrt.opset, trt.tensorrt.min_tensorrt) == ("fp16", 13, "8.0")
+    assert set(trt.tensorrt.reference.graphs) == {"coarse_backbone", "qacm"}
     if calib is None:
-        assert trt.tensorrt.precision == "fp16" and trt.tensorrt.calibration_artifact is None
+        assert trt.tensorrt.calibration_artifact is None
     else:
-        assert trt.tensorrt.precision == "int8" and trt.tensorrt.calibration_artifact == "tensorrt_calibration"
+        assert trt.tensorrt.calibration_artifact == "tensorrt_calibration"
         frames = np.load(bundle / "tensorrt_calibration.npy", allow_pickle=False)
         assert frames.dtype == np.uint8 and frames.shape[1:] == (224, 224, 3) and len(frames) == 64
         assert len({f.tobytes() for f in frames}) == len(frames)  # distinct frames
@@ -217,7 +220,9 @@ def test_models_info_and_verify_print_the_bundle(exported) -> None:
 @pytest.mark.parametrize("kwargs, needle", [
     ({"targets": "onnx,tflite-int8", "calib": None},
      "int8 export needs calibration frames: pass --calib DIR (a folder of real frames or videos)"),
-    ({"targets": "onnx,coreml"}, "unknown export target(s) coreml; valid targets: onnx, tflite-int8, tensorrt"),
+    ({"targets": "onnx,coreml"},
+     "unknown export target(s) coreml; valid targets: onnx, tflite-int8, edgetpu, tensorrt"),
+    ({"targets": "onnx,edgetpu"}, "the edgetpu target compiles the int8 TFLite models: pass --targets ...,tflite-int8"),
     ({"targets": " , "}, "--targets is empty"),
     ({"fine_encoder": "bert"}, "unknown --fine-encoder 'bert'; choose one of: lite0-minilm, clip-vit-b16"),
     ({"fine_encoder": "clip-vit-b16"}, "needs --clip-checkpoint PATH"),
@@ -248,6 +253,13 @@ def test_tflite_int8_target_names_the_export_extra_when_missing(tmp_path: Path, 
     monkeypatch.setattr(export_plan, "tflite_hook_missing", lambda: "litert_torch not installed")
     with pytest.raises(MissingDependency, match=r"needs the export extra .*edge-vad\[export\]"):
         run_export("default", "tflite-int8", tmp_path, tmp_path / "b", False, "lite0-minilm", None)
+
+
+def test_edgetpu_target_without_the_compiler_fails_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no edgetpu_compiler anywhere
+    with pytest.raises(EdgeVadError, match="edgetpu_compiler not found on PATH.*coral-edgetpu-stable") as exc:
+        run_export("default", "onnx,tflite-int8,edgetpu", tmp_path, tmp_path / "b", False, "lite0-minilm", None)
+    assert exc.value.exit_code == 2 and not (tmp_path / "b").exists()
 
 
 def test_tensorrt_plan_says_engines_are_built_on_device(tmp_path: Path) -> None:
@@ -348,7 +360,12 @@ def test_tflite_int8_bundle(exported, tmp_path: Path, monkeypatch) -> None:
         pytest.skip("int8 calibration needs real frames from ../shared/data")
     monkeypatch.setattr(int8_export, "CALIBRATION_FRAMES", 16)  # the export uses 64; 16 keeps the test short
     monkeypatch.setattr(int8_export, "INT8_PARITY_FRAMES", 8)
-    result = run_export(str(ckpt), "onnx,tflite-int8", calib, tmp_path / "b8", False, "lite0-minilm", None)
+    # Target edgetpu: the same compile step as `models compile-edgetpu`, with the stand-in compiler on PATH.
+    from edge_vad_test_support.edgetpu_standin import install_compiler, path_with
+
+    install_compiler(tmp_path / "bin", "full")
+    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
+    result = run_export(str(ckpt), "onnx,tflite-int8,edgetpu", calib, tmp_path / "b8", False, "lite0-minilm", None)
     manifest = verify_bundle(result["bundle"]).manifest
     bb, q = manifest.artifacts["coarse_backbone_int8"], manifest.artifacts["qacm_int8"]
     for art in (bb, q):
@@ -364,7 +381,13 @@ def test_tflite_int8_bundle(exported, tmp_path: Path, monkeypatch) -> None:
     assert bb.parity["feature_cosine"].passed and bb.parity["feature_cosine"].value >= 0.98
     assert q.inputs[0].shape == [1, 1, 15, 128] and q.window == 15
     assert "clip_auc_int8_vs_fp32" not in q.parity  # 4 clips per class: too few for a 0.01 AUC tolerance
-    assert manifest.targets["tflite-int8"].backends == ["edgetpu", "tflite"]
+    assert manifest.targets["tflite-int8"].backends == ["tflite"]
+    edgetpu = manifest.targets["edgetpu"]
+    assert edgetpu.backends == ["edgetpu"] and edgetpu.artifacts[:2] == ["coarse_backbone_int8_edgetpu", "qacm_int8_edgetpu"]
+    for name in ("coarse_backbone_int8", "qacm_int8"):
+        rec = manifest.artifacts[f"{name}_edgetpu"].edgetpu_compile
+        assert rec.source_artifact == name and rec.fully_mapped
+        assert rec.operations_total == sum(manifest.artifacts[name].conversion["op_histogram"].values())
     assert manifest.tools.get("litert-torch") not in (None, "not installed")
 
 

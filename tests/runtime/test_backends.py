@@ -247,24 +247,25 @@ def test_edgetpu_without_coral_runtime_is_a_clear_error() -> None:
 
 
 def test_edgetpu_no_device_found_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_vad.backends.tflite_backend as tfl
+    import edge_vad.backends.edgetpu_runtime as etr
 
-    monkeypatch.setattr(tfl, "edgetpu_library_path", lambda: "libedgetpu.so.1")
+    monkeypatch.setattr(etr, "edgetpu_library_path", lambda: "libedgetpu.so.1")
     seen = []
 
     def load_delegate(lib: str, options: dict) -> None:
         seen.append((lib, options))
-        raise ValueError("Failed to load delegate from libedgetpu.so.1")
+        raise ValueError("Failed to load delegate from libedgetpu.so.1\n")  # the interpreter's words, newline too
 
-    with pytest.raises(EdgeVadError, match="no Edge TPU found at 'usb:0'"):
+    with pytest.raises(EdgeVadError, match="no Edge TPU found at 'usb:0'") as err:
         make_edgetpu_delegate("usb:0", load_delegate)
+    assert "\n" not in str(err.value) and err.value.exit_code == 3  # one line
     assert seen == [("libedgetpu.so.1", {"device": "usb:0"})]  # pycoral's spelling of the options
 
 
 def test_edgetpu_refuses_a_model_not_compiled_for_it(tmp_path: Path) -> None:
     plain = tmp_path / "plain.tflite"
     plain.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
-    with pytest.raises(EdgeVadError, match="not compiled for the Edge TPU.*edgetpu_compiler"):
+    with pytest.raises(EdgeVadError, match="not compiled for the Edge TPU.*models compile-edgetpu"):
         EdgeTpuBackend().load(plain, device="usb")
 
 

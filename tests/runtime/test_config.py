@@ -78,3 +78,35 @@ def test_edgetpu_device_spelling(tmp_path):
     assert load_config(_write(tmp_path, '[runtime]\nedgetpu_device = "usb:1"\n')).runtime.edgetpu_device == "usb:1"
     with pytest.raises(ConfigError, match="edgetpu_device"):
         load_config(_write(tmp_path, '[runtime]\nedgetpu_device = "usb1"\n'))
+
+
+# ----------------------------------------------------------------------------- issue 14, case 8
+@pytest.mark.parametrize("text,where", [('[mqtt]\nenabled = "yes"\n', "mqtt.enabled = 'yes'"),
+                                        ('[mqtt]\nport = "1883"\n', "mqtt.port = '1883'"),
+                                        ('[events]\nclips = "off"\n', "events.clips = 'off'"),
+                                        ('[gate]\nmin_open_s = "1.5"\n', "gate.min_open_s = '1.5'"),
+                                        ("[runtime]\nthreads = true\n", "runtime.threads = True"),
+                                        ("[runtime]\nthreads = 2.0\n", "runtime.threads = 2.0")])
+def test_strings_and_bools_are_not_coerced(tmp_path, text, where):
+    lines = config_errors(read_toml(_write(tmp_path, text)), "c.toml")
+    assert len(lines) == 1 and where in lines[0], lines
+
+
+def test_strict_types_still_take_ints_for_floats_and_strings_for_paths(tmp_path):
+    cfg = load_config(_write(tmp_path, '[events]\ndir = "/var/ev"\nclip_pre_roll_s = 2\n'
+                                       '[[sources]]\nname = "a"\nuri = "x.mp4"\nfps = 15\n'))
+    assert cfg.events.dir == Path("/var/ev") and cfg.events.clip_pre_roll_s == 2.0 and cfg.sources[0].fps == 15.0
+
+
+def test_quoted_value_says_to_drop_the_quotes(tmp_path):
+    (line,) = config_errors(read_toml(_write(tmp_path, '[mqtt]\nenabled = "yes"\n')), "c.toml")
+    assert "without quotes" in line
+
+
+def test_non_utf8_file_and_a_folder_are_one_line_errors(tmp_path):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("[gate]\n# café\n".encode("latin-1"))
+    for path, needle in ((latin, "not UTF-8"), (tmp_path, "is a folder")):
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert needle in str(err.value) and len(str(err.value).splitlines()) == 1

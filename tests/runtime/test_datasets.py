@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import cv2
-import numpy as np
 
 from edge_vad.datasets import fight_surv_clips, ped2_videos, split_by_group, split_ped2, stitch_clips
 

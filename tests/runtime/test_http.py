@@ -129,3 +129,69 @@ def test_stop_frees_the_port():
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+# ----------------------------------------------------------------------------- issue 14, case 6
+def head(url: str):
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_head_answers_like_get_without_a_body(served):
+    metrics, server, clock = served
+    status, headers, body = head(server.url + "/healthz")
+    assert status == 503 and body == b"" and int(headers["Content-Length"]) > 0  # nothing watched yet
+    metrics.source_state("cam", "open")
+    metrics.frame("cam")
+    status, headers, body = head(server.url + "/healthz")
+    assert status == 200 and body == b"" and headers["Content-Type"] == "application/json"
+    assert head(server.url + "/metrics")[0] == 200
+
+
+def test_a_source_that_is_down_shows_fps_zero_up_zero_age_and_reconnects(served):
+    metrics, server, clock = served
+    metrics.source_state("cam", "open")
+    for _ in range(20):  # 10 fps
+        metrics.frame("cam")
+        clock.t += 0.1
+    got = samples(get(server.url + "/metrics")[2].decode())
+    assert got[("edge_vad_fps", (("source", "cam"),))] == pytest.approx(10.0)
+    assert got[("edge_vad_source_up", (("source", "cam"),))] == 1
+    metrics.source_state("cam", "reconnecting")
+    clock.t += 16.0
+    got = samples(get(server.url + "/metrics")[2].decode())
+    assert got[("edge_vad_fps", (("source", "cam"),))] == 0.0  # not the 10 fps it had before the outage
+    assert got[("edge_vad_source_up", (("source", "cam"),))] == 0
+    assert got[("edge_vad_source_last_frame_age_seconds", (("source", "cam"),))] == pytest.approx(16.1)
+    metrics.reconnects("cam", 1)
+    metrics.source_state("cam", "open")
+    metrics.frame("cam")
+    got = samples(get(server.url + "/metrics")[2].decode())
+    assert got[("edge_vad_source_reconnects_total", (("source", "cam"),))] == 1
+    assert got[("edge_vad_source_up", (("source", "cam"),))] == 1
+
+
+def test_open_but_stalled_source_is_503_after_the_configured_age(served):
+    metrics, server, clock = served
+    metrics.source_state("cam", "open")
+    metrics.frame("cam")
+    clock.t += 4.9
+    assert get(server.url + "/healthz")[0] == 200
+    clock.t += 0.2  # past stale_after_s = 5 with the state still "open" (a frozen stream)
+    status, _, body = get(server.url + "/healthz")
+    cam = json.loads(body)["sources"]["cam"]
+    assert status == 503 and cam["stalled"] is True and cam["ok"] is False and cam["fps"] == 0.0
+
+
+def test_output_failures_are_counted_by_kind(served):
+    metrics, server, _ = served
+    metrics.output_failure("clip", lost=1)
+    metrics.output_failure("events_jsonl", lost=0)
+    got = samples(get(server.url + "/metrics")[2].decode())
+    assert got[("edge_vad_output_failures_total", (("kind", "clip"),))] == 1
+    assert got[("edge_vad_outputs_lost_total", (("kind", "clip"),))] == 1
+    assert got[("edge_vad_output_failures_total", (("kind", "events_jsonl"),))] == 1

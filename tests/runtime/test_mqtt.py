@@ -2,98 +2,31 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from edge_vad.config import MqttConfig
 from edge_vad.errors import ConfigError
 from edge_vad.runtime.events import EventBuilder
+from edge_vad_test_support.mosquitto import MOSQUITTO, NO_MOSQUITTO, Subscriber, running_broker
+from edge_vad_test_support.mosquitto import free_port as _free_port
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="needs the mqtt extra (pip install 'paho-mqtt>=2')")
-MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto broker binary not installed (apt-get install mosquitto)")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=NO_MOSQUITTO)
 
 from edge_vad.runtime.mqtt_sink import MqttSink  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"mosquitto did not listen on {port}")
-
-
 @pytest.fixture
 def broker(tmp_path):
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-    if os.geteuid() == 0:
-        lines.append(f"user {getpass.getuser()}")  # as root, mosquitto would switch to a `mosquitto` user
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_port(port)
+    with running_broker(tmp_path) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class Subscriber:
-    """A plain paho client collecting (topic, payload, retain) in a queue."""
-
-    def __init__(self, port: int, topic: str):
-        self.messages: "queue.Queue[tuple]" = queue.Queue()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"sub-{os.getpid()}-{time.time_ns()}")
-        subscribed = queue.Queue()
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload.decode(), m.retain))
-        self.client.on_subscribe = lambda *a: subscribed.put(True)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        subscribed.get(timeout=10)
-
-    def wait_for(self, topic: str, predicate=lambda payload: True, timeout_s: float = 10.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                t, payload, retain = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if t == topic and predicate(payload):
-                return payload, retain
-        raise AssertionError(f"no matching message on {topic} within {timeout_s} s")
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def test_events_and_availability_reach_a_subscriber(broker):
@@ -110,7 +43,19 @@ def test_events_and_availability_reach_a_subscriber(broker):
         assert (payload, retain) == ("online", True)
         sink.emit(event)
         payload, retain = sub.wait_for("test-vad/events")
-        assert json.loads(payload) == event.to_dict() and retain is False
+        # Frigate's envelope: a new event's `before` is the event itself
+        assert json.loads(payload) == {"type": "new", "before": event.to_dict(), "after": event.to_dict()}
+        assert retain is False
+        b.add_score(0.5)
+        update = b.update(fine={"class": "fighting", "probs": {"fighting": 1.0}})
+        sink.emit(update)
+        message = json.loads(sub.wait_for("test-vad/events")[0])
+        assert message["type"] == "update" and message["before"] == event.to_dict()
+        assert message["after"] == update.to_dict()
+        end = b.end(20, 2.0)
+        sink.emit(end)
+        message = json.loads(sub.wait_for("test-vad/events")[0])
+        assert message == {"type": "end", "before": update.to_dict(), "after": end.to_dict()}
     finally:
         sink.close()
     # a clean close announces `offline` (retained)
@@ -135,7 +80,11 @@ def test_sigkilled_client_makes_the_broker_publish_the_last_will(broker, tmp_pat
     try:
         assert proc.stdout.readline().strip() == "connected"
         sub = Subscriber(broker, "will-test/available")
-        assert sub.wait_for("will-test/available") == ("online", True)
+        # live or retained, depending on whether the broker had `online` before this subscription...
+        assert sub.wait_for("will-test/available")[0] == "online"
+        late = Subscriber(broker, "will-test/available")  # ...but it is retained: a later subscriber gets it too
+        assert late.wait_for("will-test/available") == ("online", True)
+        late.close()
         proc.send_signal(signal.SIGKILL)  # no DISCONNECT, no `offline` from the client itself
         proc.wait(timeout=10)
         payload, _ = sub.wait_for("will-test/available", lambda p: p == "offline", timeout_s=15)
@@ -200,7 +149,7 @@ def test_events_emitted_while_the_broker_is_away_are_delivered_later(broker):
         proxy.start()
         assert sink.wait_connected(15), "sink did not reconnect"
         payload, _ = sub.wait_for("late/events", timeout_s=10)
-        assert json.loads(payload)["id"] == event.id
+        assert json.loads(payload)["after"]["id"] == event.id
     finally:
         sink.close()
         proxy.close()

@@ -104,7 +104,16 @@ case $(basename "$0") in
       echo "edge-vad $(tr '\\n' ' ' < "$STUB_STATE/member" 2>/dev/null)" ;;
   systemctl) if [[ $1 == is-active ]]; then [[ -e $STUB_STATE/active ]]; exit; fi
              if [[ $1 == enable && $2 == --now ]]; then touch "$STUB_STATE/active"; fi ;;
-  python3) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
+  python3) if [[ $1 == -c ]]; then  # the installer's probes: version (from $STUB_STATE), venv module
+             [[ $2 == *ensurepip* && -e $STUB_STATE/no_venv ]] && exit 1
+             cat "$STUB_STATE/python_version" 2>/dev/null || echo 3.11.7; exit 0
+           fi
+           mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/pip"; cp "$0" "${@: -1}/bin/python" ;;
+  pip) if [[ $1 == show ]]; then [[ -e $STUB_STATE/pip-${@: -1} ]]; exit; fi
+       if [[ $1 == uninstall ]]; then rm -f "$STUB_STATE/pip-${@: -1}"; fi ;;
+  python) if [[ $1 == -c ]]; then cat "$STUB_STATE/cv2"; exit; fi
+          printf 'numpy>=1.22\nonnxruntime>=1.16\n' ;;  # the dependency list of a Jetson install
+  runuser) exit "$(cat "$STUB_STATE/runuser_rc" 2>/dev/null || echo 0)" ;;
 esac
 exit 0
 """
@@ -146,8 +155,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(stubbed):
                      "-m venv --system-site-packages", "pip install --upgrade", "config.toml",
                      "+ systemctl daemon-reload", "+ systemctl enable --now edge-vad.service"):
         assert expected in out, out
-    mutating = [c for c in _calls(state) if c.split()[0] in ("groupadd", "useradd", "usermod", "python3", "pip")
-                or c.startswith(("systemctl daemon-reload", "systemctl enable", "systemctl restart"))]
+    mutating = [c for c in _calls(state) if c.split()[0] in ("groupadd", "useradd", "usermod", "pip")
+                or c.startswith(("python3 -m", "systemctl daemon-reload", "systemctl enable", "systemctl restart"))]
     assert mutating == []
     assert sorted(p.name for p in root.iterdir()) == ["bin", "state"]  # no prefix, config or unit dir created
 
@@ -172,10 +181,27 @@ def test_install_then_reinstall_is_idempotent(stubbed):
     (state / "calls.log").unlink()
     out = _install(env)
     second = _calls(state)
-    for once_only in ("groupadd", "useradd", "usermod", "python3"):
+    for once_only in ("groupadd", "useradd", "usermod", "python3 -m venv", "python3 -c import ensurepip"):
         assert not any(c.startswith(once_only) for c in second), (once_only, second)
     assert config.read_text() == "# edited by the user\n"  # never overwritten
     assert "is up to date" in out and "systemctl restart edge-vad.service" in second  # running: restarted
+
+
+def test_coral_extra_says_which_interpreter_and_whether_it_pairs(stubbed):
+    import sys
+
+    root, state, env = stubbed
+    out = _install(dict(env, EDGE_VAD_EXTRAS="mqtt,coral", PYTHON=sys.executable), "--dry-run")
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    expected = ("tflite-runtime 2.11.0 (numpy<2); pairs with" if sys.version_info < (3, 10) else
+                "ai-edge-litert; NOT known to pair with Coral's apt libedgetpu 16.0")
+    assert f"edge-vad install: coral extra on Python {py}: {expected}" in out, out
+    assert "pip install --upgrade" in out and "mqtt\\,coral" in out  # printf %q escapes the brackets and comma
+    assert not (root / "opt").exists()
+    _install(dict(env, EDGE_VAD_EXTRAS="coral"))  # for real: after pip, the installed pair is checked
+    calls = _calls(state)
+    assert any(c.endswith("edge_vad/backends/coral_pairs.py") for c in calls)
+    assert "python -m edge_vad.backends.coral_pairs --check" in calls
 
 
 def test_installer_refuses_without_root(stubbed, tmp_path):
@@ -183,7 +209,154 @@ def test_installer_refuses_without_root(stubbed, tmp_path):
     (Path(env["PATH"].split(":")[0]) / "id").write_text("#!/usr/bin/env bash\necho 1000\n")
     proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "must run as root" in proc.stderr and "--dry-run" in proc.stderr
-    assert _calls(state) == []
+    assert [c for c in _calls(state) if not c.startswith("python3 -c ")] == []  # only the Python probe ran
+
+
+# ------------------------------------------------------------------ the installer's Python check
+PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+
+
+def _assert_refused_untouched(proc: subprocess.CompletedProcess, root: Path, state: Path, needle: str) -> None:
+    """One line on stderr, non-zero exit, and nothing changed: no user, venv, config or unit, no command run but
+    the interpreter probes."""
+    assert proc.returncode != 0, proc.stdout
+    assert len(proc.stderr.splitlines()) == 1 and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert [c for c in _calls(state) if not c.startswith("python3 -c ")] == []
+    assert sorted(p.name for p in root.iterdir()) == ["bin", "state"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"]], ids=["install", "dry-run"])
+@pytest.mark.parametrize("version", ["3.7.3", "3.6.9", "2.7.18"])
+def test_installer_refuses_an_old_python_before_changing_anything(stubbed, version, mode):
+    root, state, env = stubbed
+    (state / "python_version").write_text(version + "\n")
+    proc = subprocess.run(["bash", str(INSTALL), *mode], env=env, capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, f"Python {version} (python3) is not supported")
+    assert "needs Python 3.8-3.13" in proc.stderr and "PYTHON=" in proc.stderr
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7", "2.7"])
+def test_installer_refuses_a_real_old_interpreter(stubbed, version):
+    """The same check against the real interpreters (pyenv's), so the version probe itself runs on them."""
+    root, state, env = stubbed
+    builds = sorted(PYENV.glob(f"{version}.*/bin/python"))
+    if not builds:
+        pytest.skip(f"no Python {version} under {PYENV} (pyenv install {version}) to run the installer's probe on")
+    proc = subprocess.run(["bash", str(INSTALL), "--dry-run"], env=dict(env, PYTHON=str(builds[-1])),
+                          capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, f"Python {builds[-1].parents[1].name} ({builds[-1]}) is not supported")
+
+
+def test_installer_accepts_a_real_oldest_python(stubbed):
+    root, state, env = stubbed
+    builds = sorted(PYENV.glob("3.8.*/bin/python"))
+    if not builds:
+        pytest.skip(f"no Python 3.8 under {PYENV} (pyenv install 3.8) to run the installer's probe on")
+    out = _install(dict(env, PYTHON=str(builds[-1])), "--dry-run")
+    assert f"Python {builds[-1].parents[1].name} ({builds[-1]})" in out
+    assert f"+ {builds[-1]} -m venv --system-site-packages" in out
+
+
+def test_installer_without_python_or_venv_module_says_what_to_install(stubbed):
+    root, state, env = stubbed
+    proc = subprocess.run(["bash", str(INSTALL)], env=dict(env, PYTHON=str(root / "no-such-python")),
+                          capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, "no working Python interpreter")
+    (state / "no_venv").touch()  # Debian/Ubuntu's python3 without python3-venv
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    _assert_refused_untouched(proc, root, state, "apt-get install python3-venv")
+
+
+def test_installer_notes_a_python_newer_than_tested(stubbed):
+    _, state, env = stubbed
+    (state / "python_version").write_text("3.14.0\n")
+    out = _install(env, "--dry-run")
+    assert "Python 3.14.0 is newer than the newest tested (3.13); continuing" in out
+
+
+# ------------------------------------------------------------------ the installer on a Jetson
+JETPACK_CV2 = "/usr/lib/python3/dist-packages/cv2/__init__.py YES"
+
+
+@pytest.fixture
+def jetson(stubbed):
+    """The stubbed installer on a "Jetson": a tegra release file, JetPack's cv2 with GStreamer, and stubs for
+    the commands only the Jetson part runs as root (install -o, runuser)."""
+    root, state, env = stubbed
+    bin_dir = Path(env["PATH"].split(":")[0])
+    for name in ("install", "runuser"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    release = root / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64\n")
+    (state / "cv2").write_text(JETPACK_CV2)
+    return root, state, dict(env, EDGE_VAD_TEGRA_RELEASE=str(release))
+
+
+def test_jetson_dry_run_keeps_jetpacks_opencv_and_builds_engines(jetson):
+    _, state, env = jetson
+    out = _install(env, "--dry-run")
+    assert "Jetson: # R36 (release), REVISION: 3.0" in out
+    assert "pip install --upgrade --no-deps" in out and "numpy<2" in out and "except OpenCV" in out
+    assert "opencv" not in out.split("except OpenCV")[0].split("--no-deps")[1]
+    assert "would check that" in out and "GStreamer" in out
+    assert "models build-engines --config" in out and "runuser -u edge-vad -- env HOME=/var/lib/edge-vad" in out
+    assert not any(c.startswith(("pip", "runuser", "install")) for c in _calls(state))
+
+
+def test_jetson_install_and_reinstall_never_leave_pypi_opencv_in_the_venv(jetson):
+    root, state, env = jetson
+    _install(env)
+    first = _calls(state)
+    assert any(c.startswith("pip install --upgrade --no-deps") for c in first)
+    deps = next(c for c in first if c.startswith("pip install --upgrade numpy<2"))
+    assert deps == "pip install --upgrade numpy<2 numpy>=1.22 onnxruntime>=1.16"  # no OpenCV among them
+    assert not any(c.startswith("pip install") and c.endswith("[mqtt]") for c in first)  # never with its deps
+    assert any(c.startswith("runuser -u edge-vad -- env HOME=/var/lib/edge-vad") and "models build-engines" in c
+               for c in first)
+    # someone (an old installer, a user) put PyPI OpenCV into the venv: the next run takes it out again
+    (state / "pip-opencv-python-headless").touch()
+    (state / "calls.log").unlink()
+    _install(env)
+    assert "pip uninstall -y opencv-python-headless" in _calls(state)
+    assert not (state / "pip-opencv-python-headless").exists()
+
+
+@pytest.mark.parametrize("cv2, message", [
+    ("/opt/venv/lib/python3.10/site-packages/cv2/__init__.py YES", "cv2 comes from the venv"),
+    ("/usr/lib/python3/dist-packages/cv2/__init__.py NO", "has no GStreamer"),
+    ("", "cannot import cv2"),
+])
+def test_jetson_install_refuses_an_opencv_without_gstreamer(jetson, cv2, message):
+    root, state, env = jetson
+    (state / "cv2").write_text(cv2.replace("/opt/venv", f"{root}/opt/venv"))
+    if not cv2:
+        (state / "cv2").unlink()
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert not any(c.startswith("systemctl enable") for c in _calls(state))
+
+
+def test_jetson_engine_build_failure_stops_the_install_but_a_missing_tensorrt_does_not(jetson):
+    _, state, env = jetson
+    (state / "runuser_rc").write_text("3")  # MissingDependency: no TensorRT in the venv
+    assert "the service will run on onnxruntime" in _install(env)
+    (state / "runuser_rc").write_text("1")
+    proc = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "building the TensorRT engines failed" in proc.stderr
+    assert "first start builds the TensorRT engines" in _install(dict(env, EDGE_VAD_BUILD_ENGINES="0"))
+
+
+def test_unit_allows_the_jetson_device_nodes_nvidia_lists():
+    """JetPack 6 (r36) names from NVIDIA's devices.csv, JetPack 4/5 names from the same CSVs of those releases."""
+    allow = set(unit_directives()["Service"]["DeviceAllow"])
+    for node in ("/dev/nvmap", "/dev/nvhost-ctrl", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvhost-as-gpu",
+                 "/dev/nvhost-prof-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvgpu/igpu0/channel", "/dev/nvgpu/igpu0/as",
+                 "/dev/nvgpu/igpu0/tsg", "/dev/host1x-fence", "/dev/nvhost-vic", "/dev/nvhost-nvdec",
+                 "/dev/v4l2-nvdec"):
+        assert f"{node} rw" in allow, node
+    assert not any(a.startswith(("/dev/fb", "/dev/dri/card")) for a in allow)  # display nodes: not needed
 
 
 # ------------------------------------------------------------------ sd_notify

@@ -1,12 +1,13 @@
-"""The TensorRT backend where TensorRT cannot run: its engine cache, int8 calibration batching (pure numpy),
-and its control flow against a stub of TensorRT's API; with a real GPU, cuda-python buffers and a real engine."""
+"""The TensorRT backend where TensorRT cannot run: its engine cache, int8 calibration batching (pure numpy), and
+its control flow against the NVIDIA doubles of edge_vad_test_support.fake_nvidia (which enforce CUDA's
+per-thread context rule and TensorRT's documented limits); with a real GPU, cuda-python buffers and a real
+engine."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 from edge_vad.backends.tensorrt_backend import CalibrationBatcher, TensorRTBackend
 from edge_vad.backends.trt_engine_cache import EngineCache, EngineKey, atomic_write_bytes, default_cache_dir
 from edge_vad.errors import EdgeVadError
-from edge_vad_test_support.onnx_graphs import B, RNG, W, has_module, matmul_onnx_file, numpy_helper, onnx
+from edge_vad_test_support import fake_nvidia
+from edge_vad_test_support.onnx_graphs import B, RNG, W, has_module, matmul_onnx_file
 
 
 # ----------------------------------------------------------------------- TensorRT engine cache
@@ -140,22 +142,31 @@ def test_calibration_cache_round_trip(tmp_path: Path) -> None:
 def test_cuda_python_buffers_round_trip() -> None:
     if not has_module("cuda.bindings") and not has_module("cuda.cudart"):
         pytest.skip("cuda-python is not installed")
-    from edge_vad.backends.tensorrt_backend import CudaPythonMemory
+    from edge_vad.backends.cuda_driver import CudaPythonDriver
+    from edge_vad.backends.cuda_owner import OwnerThread
 
     try:
-        mem = CudaPythonMemory()
-    except EdgeVadError as exc:
-        pytest.skip(f"no usable CUDA device: {exc}")
+        mem = CudaPythonDriver()
+    except Exception as exc:  # no driver library or no device
+        pytest.skip(f"no usable CUDA device: {type(exc).__name__}: {exc}")
+    owner = OwnerThread(mem, "cuda-test").start()
     host = RNG.normal(size=(3, 224, 224)).astype(np.float32)
-    ptr, stream = mem.malloc(host.nbytes), mem.new_stream()
-    back = np.empty_like(host)
-    mem.htod(ptr, host, stream)
-    mem.dtoh(back, ptr, stream)
-    mem.sync(stream)
-    mem.free(ptr)
-    mem.destroy_stream(stream)
-    assert np.array_equal(back, host)
-    assert re.search(r"\S+ sm\d+$", mem.device_identity()), mem.device_identity()
+
+    def round_trip() -> np.ndarray:
+        ptr, stream = mem.malloc(host.nbytes), mem.new_stream()
+        back = np.empty_like(host)
+        mem.htod(ptr, host, stream)
+        mem.dtoh(back, ptr, stream)
+        mem.sync(stream)
+        mem.free(ptr)
+        mem.destroy_stream(stream)
+        return back
+
+    try:
+        assert np.array_equal(owner.call(round_trip), host)
+        assert re.search(r"\S+ sm\d+$", mem.device_identity()), mem.device_identity()
+    finally:
+        owner.stop()
 
 
 @pytest.mark.hardware
@@ -171,230 +182,162 @@ def test_tensorrt_fp32_engine_matches_numpy_and_is_cached(fixed_onnx: Path, tmp_
         np.testing.assert_allclose(cached.infer({"x": x})["y"], x @ W + B, rtol=1e-4, atol=1e-4)
 
 
-# ------------------------------------------- TensorRT control flow, against a stub of its API
-class _FakeCuda:
-    """Host bytes standing in for device memory, behind the CudaMemory interface."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.mem: dict = {}
-        self.next = 4096
-
-    def malloc(self, nbytes: int) -> int:
-        self.next += 4096
-        self.mem[self.next] = bytearray(nbytes)
-        return self.next
-
-    def free(self, ptr: int) -> None:
-        del self.mem[ptr]
-
-    def new_stream(self) -> object:
-        return object()
-
-    def stream_handle(self, stream: object) -> int:
-        return id(stream)
-
-    def destroy_stream(self, stream: object) -> None:
-        pass
-
-    def htod(self, ptr: int, host: np.ndarray, stream: object) -> None:
-        self.mem[ptr][:] = np.ascontiguousarray(host).tobytes()
-
-    def dtoh(self, host: np.ndarray, ptr: int, stream: object) -> None:
-        host[...] = np.frombuffer(bytes(self.mem[ptr]), host.dtype).reshape(host.shape)
-
-    def sync(self, stream: object) -> None:
-        pass
-
-    def device_identity(self) -> str:
-        return "Fake GPU sm87"
 
 
-def _fake_tensorrt(version: str, cuda: _FakeCuda, log: list) -> object:
-    """The slice of TensorRT's Python API the backend calls; the 'engine' computes x @ W + b."""
-    import types
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dt: dt
-    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
-
-    class Network:
-        def __init__(self) -> None:
-            self.inputs: list = []
-            self.num_inputs = 0
-
-        def get_input(self, i: int) -> object:
-            return self.inputs[i]
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network: Network, logger: object) -> None:
-            self.network = network
-
-        def parse_from_file(self, path: str) -> bool:
-            model = onnx.load(path)
-            self.network.weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-            for vi in model.graph.input:
-                dims = tuple(d.dim_value if d.dim_value else -1 for d in vi.type.tensor_type.shape.dim)
-                self.network.inputs.append(types.SimpleNamespace(name=vi.name, shape=dims))
-            self.network.num_inputs = len(self.network.inputs)
-            return True
-
-    class Config:
-        def __init__(self) -> None:
-            self.flags: list = []
-            self.int8_calibrator = None
-
-        def set_memory_pool_limit(self, pool: str, size: int) -> None:
-            pass
-
-        def set_flag(self, flag: str) -> None:
-            self.flags.append(flag)
-
-    class Builder:
-        platform_has_fast_fp16 = True
-        platform_has_fast_int8 = True
-
-        def __init__(self, logger: object) -> None:
-            pass
-
-        def create_network(self, flags: int) -> Network:
-            return Network()
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def build_serialized_network(self, network: Network, config: Config) -> bytes:
-            calib = config.int8_calibrator
-            if calib is not None:  # TensorRT pulls batches until get_batch returns None
-                while (ptrs := calib.get_batch([network.inputs[0].name])) is not None:
-                    log.append(("batch", np.frombuffer(bytes(cuda.mem[ptrs[0]]), np.float32).copy()))
-                calib.write_calibration_cache(b"calibration table")
-            log.append(("build", tuple(config.flags)))
-            buf = io.BytesIO()
-            np.savez(buf, **network.weights)
-            return buf.getvalue()
-
-    class Context:
-        def __init__(self, engine: "Engine") -> None:
-            self.engine, self.addr = engine, {}
-
-        def set_tensor_address(self, name: str, ptr: int) -> None:
-            self.addr[name] = ptr
-
-        def execute_async_v3(self, stream: int) -> bool:
-            x = np.frombuffer(bytes(cuda.mem[self.addr["x"]]), np.float32).reshape(2, 4)
-            cuda.mem[self.addr["y"]][:] = (x @ self.engine.w["W"] + self.engine.w["b"]).astype(np.float32).tobytes()
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def __init__(self, data: bytes) -> None:
-            self.w = dict(np.load(io.BytesIO(data)))
-
-        def get_tensor_name(self, i: int) -> str:
-            return ["x", "y"][i]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return "in" if name == "x" else "out"
-
-        def get_tensor_shape(self, name: str) -> tuple:
-            return (2, 4) if name == "x" else (2, 3)
-
-        def get_tensor_dtype(self, name: str) -> type:
-            return np.float32
-
-        def create_execution_context(self) -> Context:
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger: object) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> "Engine | None":
-            try:
-                return Engine(data)
-            except Exception:
-                return None
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
-    return trt
-
-
+# ------------------------------------------- TensorRT control flow, against the NVIDIA doubles
 @pytest.fixture()
 def fixed_onnx(tmp_path: Path) -> Path:
-    """The matmul model with a static batch of 2 (TensorRT builds static shapes)."""
+    """The matmul model with a static batch of 2 (TensorRT builds static shapes); opset 17."""
     return matmul_onnx_file(tmp_path / "fixed.onnx", batch=2)
 
 
-def test_tensorrt_flow_builds_once_caches_and_runs_against_a_stub(fixed_onnx: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_vad.backends.tensorrt_backend as trt_backend
+def _reference(x: np.ndarray, scale: float = 1.0):
+    from edge_vad.backends.engine_check import EngineReference
 
-    cuda, log = _FakeCuda(), []
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.3.0", cuda, log))
-    monkeypatch.setattr(trt_backend, "cuda_memory", lambda: cuda)
+    feeds = [{"x": x[i:i + 2]} for i in range(0, len(x), 2)]
+    return EngineReference("fixed.onnx", feeds, [{"y": (f["x"] @ W + B) * scale} for f in feeds])
+
+
+@pytest.mark.parametrize("binding", ["cuda-python", "pycuda"])
+def test_engine_is_built_on_its_owner_thread_and_serves_any_thread(binding: str, fixed_onnx: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = fake_nvidia.FakeGpu()
+    trt = fake_nvidia.install(monkeypatch, gpu, binding)
     x = RNG.normal(size=(2, 4)).astype(np.float32)
-    with TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path / "trt") as backend:
-        assert backend.built_now and log == [("build", ("FP16",))]
-        assert "Fake-GPU-sm87" in backend.engine_path.name and "trt10.3.0" in backend.engine_path.name
-        assert [s.describe() for s in backend.inputs] == ["x[2,4] float32"]
-        np.testing.assert_allclose(backend.infer({"x": x})["y"], x @ W + B, rtol=1e-6)
-    assert cuda.mem == {}  # every device buffer freed on close
-    with TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path / "trt") as again:
-        assert not again.built_now and len(log) == 1  # the cached engine, no second build
-        np.testing.assert_allclose(again.infer({"x": x})["y"], x @ W + B, rtol=1e-6)
-    # a cache file TensorRT cannot deserialize is rebuilt once, not loaded
+    backend = TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path / "trt",
+                                     reference=_reference(RNG.normal(size=(6, 4)).astype(np.float32)))
+    try:
+        assert backend.built_now and [b[0] for b in trt.builds] == ["tensorrt-fixed"]  # built on the owner thread
+        assert "Orin-sm87" in backend.engine_path.name and "trt10.3.0" in backend.engine_path.name
+        assert [r.metric for r in backend.checks] == ["cosine_min", "max_rel_diff"] and all(r.passed for r in backend.checks)
+        results, errors = [], []
+
+        def worker() -> None:  # pipeline threads: no CUDA context of their own
+            try:
+                for _ in range(5):
+                    results.append(backend.infer({"x": x})["y"])
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, name=f"pipeline-{i}") for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(results) == 15
+        for y in results:  # fp16 double: inputs and outputs rounded to half precision
+            np.testing.assert_allclose(y, x @ W + B, rtol=2e-3, atol=2e-3)
+        assert set(gpu.executions) == {"tensorrt-fixed"}  # every engine call ran on the owner thread
+    finally:
+        backend.close()
+    assert gpu.violations == [] and trt.log == []
+    assert gpu.mem == {} and gpu.streams == {} and gpu.retains == 0  # freed and released on the owner thread
+
+
+def test_the_doubles_refuse_cuda_calls_from_a_thread_without_a_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the double itself: the rule the threading design exists for."""
+    from edge_vad.backends.cuda_driver import CudaError, open_driver
+
+    gpu = fake_nvidia.FakeGpu()
+    fake_nvidia.install(monkeypatch, gpu, "cuda-python")
+    driver = open_driver()
+    with pytest.raises(CudaError, match=r"cuMemAlloc failed: CUDA_ERROR_INVALID_CONTEXT \(201\)"):
+        driver.malloc(16)
+    driver.attach()
+    try:
+        ptr = driver.malloc(16)
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(gpu.region(gpu.current(), ptr, 16, "x")) if gpu.current() else
+                             out.append("no context on a new thread"))
+        t.start()
+        t.join()
+        assert out == ["no context on a new thread"]
+        driver.free(ptr)
+    finally:
+        driver.detach()
+
+
+def test_engine_cache_reuse_and_rebuild_of_a_garbage_file(fixed_onnx: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
     import json
 
+    gpu = fake_nvidia.FakeGpu()
+    trt = fake_nvidia.install(monkeypatch, gpu)
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    with TensorRTBackend().load(fixed_onnx, precision="fp32", cache_dir=tmp_path) as first:
+        assert first.built_now
+        assert fake_nvidia.serialized_precision(first.engine_path.read_bytes()) == {"precision": "fp32", "tf32": False}
+    with TensorRTBackend().load(fixed_onnx, precision="fp32", cache_dir=tmp_path) as again:
+        assert not again.built_now and len(trt.builds) == 1
+        np.testing.assert_allclose(again.infer({"x": x})["y"], x @ W + B, rtol=1e-6)
     sidecar = again.engine_path.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
     again.engine_path.write_bytes(b"garbage")
     sidecar.write_text(json.dumps({**meta, "engine_sha256": hashlib.sha256(b"garbage").hexdigest()}))
-    with TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path / "trt") as rebuilt:
-        assert rebuilt.built_now and len(log) == 2
+    with TensorRTBackend().load(fixed_onnx, precision="fp32", cache_dir=tmp_path) as rebuilt:
+        assert rebuilt.built_now and len(trt.builds) == 2
+    assert gpu.violations == []
 
 
-def test_tensorrt_int8_flow_calibrates_through_the_batcher(fixed_onnx: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_vad.backends.tensorrt_backend as trt_backend
+def test_a_wrong_engine_is_refused_in_one_line_and_never_cached(fixed_onnx: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_vad.backends.engine_check import EngineMismatch
 
-    cuda, log = _FakeCuda(), []
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.6.2", cuda, log))
-    monkeypatch.setattr(trt_backend, "cuda_memory", lambda: cuda)
+    gpu = fake_nvidia.FakeGpu()
+    fake_nvidia.install(monkeypatch, gpu, corrupt=0.2)  # every output 20 % too large
+    ref = _reference(RNG.normal(size=(6, 4)).astype(np.float32))
+    with pytest.raises(EngineMismatch, match=r"fp16 engine built from fixed.onnx does not match .*\(y max_rel_diff "
+                                             r".* not cached") as err:
+        TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path / "trt", reference=ref)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "trt").exists() or not any((tmp_path / "trt").iterdir())
+    assert gpu.mem == {} and gpu.retains == 0  # the failed load freed its buffers
+
+
+def test_int8_calibrates_with_input_shaped_batches_and_is_refused_on_a_nano(fixed_onnx: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = fake_nvidia.FakeGpu()
+    trt = fake_nvidia.install(monkeypatch, gpu, version="8.6.2")
     with pytest.raises(EdgeVadError, match="needs calibration frames"):
         TensorRTBackend().load(fixed_onnx, precision="int8", cache_dir=tmp_path)
-    wrong = CalibrationBatcher([], batch_size=1, frame_shape=(4,))
-    with pytest.raises(EdgeVadError, match=r"batches are \(1, 4\) but input 'x' is \(2, 4\)"):
+    wrong = CalibrationBatcher([], batch_size=8, frame_shape=(4,))
+    with pytest.raises(EdgeVadError, match=r"batches are \(8, 4\) but input 'x' is \(2, 4\)"):
         TensorRTBackend().load(fixed_onnx, precision="int8", cache_dir=tmp_path, calibration=wrong)
-    assert cuda.mem == {}  # failed loads free what they allocated
+    assert gpu.mem == {}  # failed loads free what they allocated
     frames = [np.full(4, i, np.float32) for i in range(5)]
     calib = CalibrationBatcher(frames, batch_size=2, frame_shape=(4,), cache_file=tmp_path / "calib.cache")
     with TensorRTBackend().load(fixed_onnx, precision="int8", cache_dir=tmp_path, calibration=calib) as backend:
         assert backend.built_now
-    batches = [entry[1] for entry in log if entry[0] == "batch"]
-    assert [b.tolist() for b in batches] == [[0] * 4 + [1] * 4, [2] * 4 + [3] * 4]  # frame 4 dropped
-    assert log[-1] == ("build", ("INT8", "FP16"))
-    assert (tmp_path / "calib.cache").read_bytes() == b"calibration table"
+    assert calib.batches_done == 2 and calib.frames_dropped == 1
+    assert trt.builds[-1] == ("tensorrt-fixed", ("FP16", "INT8", "TF32"))
+    assert (tmp_path / "calib.cache").read_bytes() == b"TRT-calibration-table"
+    assert gpu.violations == []
+
+    import onnx
+
+    model = onnx.load(str(fixed_onnx))  # MatMul and Add read the same at opset 13, which JetPack 4.6 parses
+    model.opset_import[0].version = 13
+    onnx.save(model, str(tmp_path / "fixed13.onnx"))
+    nano = fake_nvidia.FakeGpu("NVIDIA Tegra X1", (5, 3))
+    fake_nvidia.install(monkeypatch, nano, version="8.2.1")
+    calib = CalibrationBatcher(frames, batch_size=2, frame_shape=(4,))
+    with pytest.raises(EdgeVadError, match=r"this GPU \(NVIDIA Tegra X1 sm53\) has no fast int8 .* --precision fp16"):
+        TensorRTBackend().load(tmp_path / "fixed13.onnx", precision="int8", cache_dir=tmp_path, calibration=calib)
+    with TensorRTBackend().load(tmp_path / "fixed13.onnx", precision="fp16", cache_dir=tmp_path) as on_nano:
+        assert on_nano.built_now and "NVIDIA-Tegra-X1-sm53" in on_nano.engine_path.name
+    assert nano.violations == []
 
 
-def test_tensorrt_11_refuses_reduced_precision(fixed_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_vad.backends.tensorrt_backend as trt_backend
-
-    cuda, log = _FakeCuda(), []
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("11.4.0", cuda, log))
-    monkeypatch.setattr(trt_backend, "cuda_memory", lambda: cuda)
+def test_versions_tensorrt_refuses(fixed_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = fake_nvidia.FakeGpu()
+    fake_nvidia.install(monkeypatch, gpu, version="11.4.0")
     with pytest.raises(EdgeVadError, match="TensorRT 11.4.0 cannot build fp16"):
         TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path)
     with TensorRTBackend().load(fixed_onnx, precision="fp32", cache_dir=tmp_path) as backend:
-        assert backend.built_now and log == [("build", ())]
+        assert backend.built_now
+    fake_nvidia.install(monkeypatch, fake_nvidia.FakeGpu(), version="8.2.1")  # JetPack 4.6.x: parses opset <= 13
+    with pytest.raises(EdgeVadError, match=r"TensorRT 8.2.1 cannot parse fixed.onnx: .*opset 17"):
+        TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path)
+    with pytest.raises(EdgeVadError, match=r"TensorRT 8.2.1 cannot parse fixed.onnx: the bundle needs TensorRT >= 8.4"):
+        TensorRTBackend().load(fixed_onnx, precision="fp16", cache_dir=tmp_path, min_version="8.4")
