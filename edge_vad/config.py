@@ -78,6 +78,10 @@ class EventsConfig(_Strict):
     stdout: bool = False
     clips: bool = True
     clip_pre_roll_s: float = Field(default=3.0, ge=0)
+    clip_pre_roll_mb: float = Field(default=24.0, ge=1, description=(
+        "memory bound of the clip pre-roll (raw I420 frames, edge_vad.runtime.preroll): (clip_pre_roll_s + "
+        "gate.min_open_s) of frames must fit, at full size and every frame, else every second frame, else shrunk "
+        "by an integer factor; 4 s of 640x360 at 30 fps: every frame 41 MiB, every second frame 21 MiB"))
     clip_post_roll_s: float = Field(default=3.0, ge=0)
     snapshots: bool = True
     fail_on_lost_outputs: bool = Field(
@@ -125,7 +129,9 @@ class RuntimeConfig(_Strict):
     bundle: Optional[PathValue] = Field(default=None, description="model bundle folder; default: the shipped bundle")
     backend: Optional[str] = Field(default=None, description="force a backend (see `edge-vad models backends`)")
     edgetpu_device: Optional[str] = Field(default=None, pattern=r"^(usb|pci)(:\d+)?$")
-    threads: int = Field(default=2, ge=1)
+    threads: Optional[int] = Field(default=None, ge=1, description=(
+        "intra-op threads of the CPU backends (onnxruntime, TFLite); default: the detected board's target profile "
+        "(edge_vad/bench/targets/*.toml [runtime] threads, chosen from the measurements it names)"))
     # One setting for "the backend's numeric precision": for TensorRT the engine precision (docs/jetson.md).
     precision: Optional[Literal["fp32", "fp16", "int8"]] = Field(
         default=None, description="backend precision; TensorRT: fp32, fp16 or int8 (default: the bundle's, fp16)")

@@ -14,7 +14,7 @@ The older cv2 interpolations stay available for bundles that name them.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -33,21 +33,35 @@ def integer_factors(width: int, height: int, size: int) -> tuple:
     return max(1, width // size), max(1, height // size)
 
 
-def exact_area_resize(image: np.ndarray, size: int, dst: Optional[np.ndarray] = None) -> np.ndarray:
-    """uint8 [H, W, C] -> [size, size, C], reproducible across CPU architectures (see module doc)."""
+def intermediate_shape(image_shape: Tuple[int, ...], size: int) -> Optional[Tuple[int, ...]]:
+    """Shape of exact-area's integer-factor step for a frame of `image_shape`; None when it has none."""
+    h, w = image_shape[:2]
+    kx, ky = integer_factors(w, h, size)
+    if kx == 1 and ky == 1:
+        return None
+    return (h // ky, w // kx) + tuple(image_shape[2:])
+
+
+def exact_area_resize(image: np.ndarray, size: int, dst: Optional[np.ndarray] = None,
+                      scratch: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 [H, W, C] -> [size, size, C], reproducible across CPU architectures (see module doc).
+    `dst` receives the result and `scratch` (of intermediate_shape) the integer step, so a caller that keeps
+    both allocates nothing per frame."""
     h, w = image.shape[:2]
     kx, ky = integer_factors(w, h, size)
     if kx > 1 or ky > 1:
         cw, ch = w - w % kx, h - h % ky
         x0, y0 = (w - cw) // 2, (h - ch) // 2
-        image = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (cw // kx, ch // ky), interpolation=cv2.INTER_AREA)
+        step = scratch if scratch is not None and scratch.shape[:2] == (ch // ky, cw // kx) else None
+        image = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (cw // kx, ch // ky), dst=step, interpolation=cv2.INTER_AREA)
     return cv2.resize(image, (size, size), dst=dst, interpolation=cv2.INTER_LINEAR_EXACT)
 
 
-def resize_square(image: np.ndarray, size: int, interpolation: str, dst: Optional[np.ndarray] = None) -> np.ndarray:
+def resize_square(image: np.ndarray, size: int, interpolation: str, dst: Optional[np.ndarray] = None,
+                  scratch: Optional[np.ndarray] = None) -> np.ndarray:
     """The whole frame to size x size (aspect not kept) with a named interpolation (INTERPOLATIONS)."""
     if interpolation == EXACT_AREA:
-        return exact_area_resize(image, size, dst)
+        return exact_area_resize(image, size, dst, scratch)
     try:
         flag = CV2_INTERPOLATIONS[interpolation.lower()]
     except KeyError:

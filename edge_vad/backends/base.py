@@ -180,11 +180,15 @@ class Backend(abc.ABC):
     # -- running -----------------------------------------------------------------------
     def infer(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
         """Run the model once. float32 in and out; with raw=True, quantised tensors stay quantised."""
+        results = self._run(self.model_feeds(feeds, raw))
+        return {s.name: _from_model(results[s.name], s, raw) for s in self._outputs}
+
+    def model_feeds(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> Dict[str, np.ndarray]:
+        """The checked feeds in the model's dtypes: the caller's arrays themselves (no copy) when they already
+        are contiguous arrays of the model's dtype, as the runtime's preprocessed frames are."""
         inputs = self._require_loaded()
         check_feeds(feeds, inputs, raw)
-        model_feeds = {s.name: _to_model(feeds[s.name], s, raw) for s in inputs}
-        results = self._run(model_feeds)
-        return {s.name: _from_model(results[s.name], s, raw) for s in self._outputs}
+        return {s.name: _to_model(feeds[s.name], s, raw) for s in inputs}
 
     # -- what subclasses write -------------------------------------------------------------
     @abc.abstractmethod

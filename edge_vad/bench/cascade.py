@@ -10,6 +10,13 @@ with one inference thread each: what each system costs in work, which other jobs
 move much; `speedup_wall` is the ratio of frames per wall-clock second (the same on a quiet machine; here the
 two runs happen minutes apart under whatever else runs, so it wanders: 1.02x and 1.41x on two runs of ours).
 
+bound = (C_coarse + C_fine) / (C_coarse + duty x C_fine): the speedup gating can give when nothing but the two
+stages costs anything, from the stage costs MEASURED in the same two runs (CPU time of each stage in the
+thread that ran it, edge_vad.bench.child.CountingMetrics): C_coarse = preprocess + backbone + QACM per scored
+frame (mean of both runs), C_fine = fine encoder + fine head per scored frame of the always-on run, duty = the
+cascade's fine frames / the always-on run's. speedup / bound says how much of that the whole runtime keeps
+(decoding, the gate, events and Python cost both systems alike and pull it below 1).
+
 Frame AUC needs one score per frame from each system; both use the SAME rule (SCORE_DEFINITION):
     score_t = 1 + (1 - p_normal,t)   where the fine stage produced class probabilities for frame t
     score_t = s_t (coarse score)     where it did not
@@ -60,7 +67,7 @@ def frame_auc(labels: np.ndarray, frames: np.ndarray, scores: np.ndarray) -> Opt
 def _run(video: Path, bundle: Optional[Path], backend: Optional[str], frames: int, always_on: bool,
          tmp: Path) -> Dict[str, Any]:
     npz = tmp / ("always_on.npz" if always_on else "cascade.npz")
-    args = child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz),
+    args = child_args(video, bundle, backend) + ["--fine-inline", "--scores-out", str(npz), "--stage-cpu",
                                                   "--threads", str(CASCADE_THREADS)]
     if always_on:
         args.append("--always-on")
@@ -69,8 +76,41 @@ def _run(video: Path, bundle: Optional[Path], backend: Optional[str], frames: in
         arrays = {k: data[k] for k in data.files}
     r = run.result
     return {"fps": r["fps"], "fps_cpu": r["fps_cpu"], "frames": r["frames_read"], "seconds": r["seconds"],
-            "cpu_seconds": r["cpu_seconds"], "gate_duty": r["gate_duty"],
-            "fine_frames": r["fine_frames"], "peak_rss_mb": run.peak_rss_mb, "arrays": arrays}
+            "cpu_seconds": r["cpu_seconds"], "gate_duty": r["gate_duty"], "frames_scored": r["frames_scored"],
+            "fine_frames": r["fine_frames"], "stage_cpu_s": r.get("stage_cpu_s", {}), "peak_rss_mb": run.peak_rss_mb,
+            "arrays": arrays}
+
+
+COARSE_STAGES = ("preprocess", "coarse", "qacm")
+FINE_STAGES = ("fine_encoder", "fine_head")
+
+
+def _per_frame_ms(run: Dict[str, Any], stages: tuple) -> Optional[float]:
+    if not run.get("frames_scored") or not run.get("stage_cpu_s"):
+        return None
+    return 1000.0 * sum(run["stage_cpu_s"].get(s, 0.0) for s in stages) / run["frames_scored"]
+
+
+def gating_bound(c_coarse: float, c_fine: float, duty: float) -> float:
+    """(C_coarse + C_fine) / (C_coarse + duty x C_fine): the speedup of gating when only the stages cost."""
+    return (c_coarse + c_fine) / (c_coarse + duty * c_fine)
+
+
+def bound_figures(cascade: Dict[str, Any], always: Dict[str, Any], speedup: Optional[float]) -> Dict[str, Any]:
+    """bound, its inputs and speedup / bound from the two runs' measured stage costs (module doc)."""
+    coarse = [c for c in (_per_frame_ms(cascade, COARSE_STAGES), _per_frame_ms(always, COARSE_STAGES)) if c]
+    fine = _per_frame_ms(always, FINE_STAGES)
+    if not coarse or fine is None or not always.get("fine_frames"):
+        return {"bound": None, "bound_note": "the runs recorded no stage costs"}
+    c_coarse = sum(coarse) / len(coarse)
+    duty = cascade["fine_frames"] / always["fine_frames"]
+    bound = gating_bound(c_coarse, fine, duty)
+    return {"bound": round(bound, 4), "speedup_over_bound": round(speedup / bound, 4) if speedup else None,
+            "duty": round(duty, 4), "c_coarse_ms": round(c_coarse, 3), "c_fine_ms": round(fine, 3),
+            "bound_definition": ("(C_coarse + C_fine) / (C_coarse + duty x C_fine); C = CPU ms per scored frame "
+                                 "of the stages (coarse: preprocess + backbone + QACM, mean of both runs; fine: "
+                                 "encoder + head, always-on run); duty = cascade fine frames / always-on fine "
+                                 "frames")}
 
 
 def cascade_vs_always_on(video: Path, labels: Optional[Labels], bundle: Optional[Path],
@@ -91,8 +131,10 @@ def cascade_vs_always_on(video: Path, labels: Optional[Labels], bundle: Optional
         n = int(labels.frames.size) if labels is not None else frames_hint
         cascade = _run(video, bundle, backend, n, False, tmp)
         always = _run(video, bundle, backend, n, True, tmp)
+    speedup = _ratio(cascade["fps_cpu"], always["fps_cpu"])
     out: Dict[str, Any] = {
-        "speedup": _ratio(cascade["fps_cpu"], always["fps_cpu"]),
+        "speedup": speedup,
+        **bound_figures(cascade, always, speedup),
         "speedup_wall": _ratio(cascade["fps"], always["fps"]),
         "auc_cascade": None, "auc_always_on": None, "auc_coarse_only": None,
         "score_definition": SCORE_DEFINITION,
@@ -124,8 +166,3 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 def _round(x: Optional[float]) -> Optional[float]:
     return None if x is None else round(float(x), 4)
 
-
-def projected_speedup(coarse_ms: float, fine_ms_per_frame: float, fine_fraction: float) -> float:
-    """Throughput ratio of a cascade whose fine stage costs fine_ms_per_frame on fine_fraction of the frames,
-    against running it on every frame, with the coarse stage (coarse_ms per frame) in both."""
-    return (coarse_ms + fine_ms_per_frame) / (coarse_ms + fine_fraction * fine_ms_per_frame)

@@ -11,11 +11,17 @@ Modes:
 - --always-on: the gate is forced open on every frame, so the fine stage runs on every snippet (VadCLIP-style).
 - --max-frames N + --loop: stop after N frames of a looped file (the soak); --rss-every K samples VmRSS.
 - --scores-out F.npz: per-frame coarse score, gate state and fine class probabilities (NaN where none).
-- --threads N: intra-op threads of the backends (default: the runtime config's).
+- --threads N: intra-op threads of the backends (default: the runtime's, edge_vad.runtime.threads).
+- --stage-cpu: also record each stage's CPU time (stage_cpu_s; the cascade's bound needs it).
+- --coarse-only: no pipeline: CoarseStage.step on every frame of the source, timed per step (decoding, the
+  gate, the fine stage, events and clips excluded): the coarse stage's own fps on the same frames and threads,
+  the denominator of bench's end_to_end.fps_vs_coarse.
 
 Output JSON keys: frames_read, frames_scored, seconds, fps, load_s, cpu_seconds (process CPU time of the
 pipeline run, all threads), fps_cpu (frames per CPU second), gate_duty, fine_frames, fine_dropped_frames,
-source_dropped, frames_missing, events, rss_samples [[frames, MB], ...], vmhwm_mb, backends, threads, error.
+source_dropped, frames_missing, events, rss_samples [[frames, MB], ...], vmhwm_mb, backends, threads, error,
+stage_cpu_s {stage: CPU seconds of the calling thread}, stage_calls {stage: calls}. --coarse-only: frames_read,
+coarse_seconds, fps, backends, threads, vmhwm_mb, error.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -41,7 +48,7 @@ from edge_vad.runtime.bundle_defaults import config_for_bundle
 from edge_vad.runtime.coarse import CoarseStage
 from edge_vad.runtime.fine_model import FineModel
 from edge_vad.runtime.loaded_models import load_models
-from edge_vad.runtime.metrics import Metrics
+from edge_vad.runtime.metrics import STAGES, Metrics
 from edge_vad.runtime.pipeline import Pipeline
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.runtime.runner import build_sinks
@@ -63,12 +70,32 @@ def proc_status_mb(field: str) -> Optional[float]:
 
 
 class CountingMetrics(Metrics):
-    """Metrics that also count gate-open frames over the whole run (/metrics keeps a sliding window only)."""
+    """Metrics that also count gate-open frames over the whole run (/metrics keeps a sliding window only) and,
+    with stage_cpu, the CPU time of each stage in the thread that runs it (time.thread_time: with one intra-op
+    thread the backends compute in the calling thread, so this is the stage's work, whatever else the machine
+    runs). Opt-in (the cascade runs): two reads of the thread's CPU clock per stage call (about 1 us each here)
+    that the end-to-end run has no use for."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage_cpu: bool = False) -> None:
         super().__init__()
         self.scored_frames = 0
         self.open_frames = 0
+        self.stage_cpu = stage_cpu
+        self.stage_cpu_s: Dict[str, float] = {s: 0.0 for s in STAGES}
+        self.stage_calls: Dict[str, int] = {s: 0 for s in STAGES}
+
+    @contextmanager
+    def stage(self, stage: str) -> Iterator[None]:
+        if not self.stage_cpu:
+            with super().stage(stage):
+                yield
+            return
+        cpu0 = time.thread_time()
+        with super().stage(stage):
+            yield
+        with self._lock:
+            self.stage_cpu_s[stage] += time.thread_time() - cpu0
+            self.stage_calls[stage] += 1
 
     def frame(self, source: str, gate_open: bool = False) -> None:
         self.scored_frames += 1
@@ -100,7 +127,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     models = load_models(bundle_dir, manifest, plan)
     sinks = None
     try:
-        metrics = CountingMetrics()
+        metrics = CountingMetrics(stage_cpu=args.stage_cpu)
         coarse = CoarseStage(models, metrics)
         fine = FineModel(models, metrics) if models.get("fine_head") is not None else None
         events_dir = Path(args.events_dir) if args.events_dir else None
@@ -138,8 +165,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "fine_frames": result.fine_frames, "fine_dropped_frames": result.fine_dropped_frames,
             "source_dropped": stats.frames_dropped, "frames_missing": result.frames_missing,
             "events": dict(result.events), "rss_samples": rss, "vmhwm_mb": proc_status_mb("VmHWM"),
-            "backends": models.describe(), "threads": cfg.runtime.threads,
+            "backends": models.describe(), "threads": plan.threads, "threads_source": plan.threads_source,
             "error": str(result.error) if result.error else None,
+            "stage_cpu_s": {k: round(v, 4) for k, v in metrics.stage_cpu_s.items()},
+            "stage_calls": dict(metrics.stage_calls),
         }
         if score_log is not None:
             _write_scores(Path(args.scores_out), score_log, fine)
@@ -147,6 +176,32 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     finally:
         if sinks is not None:
             sinks.close()
+        models.close()
+        source.close()
+
+
+def coarse_only(args: argparse.Namespace) -> Dict[str, Any]:
+    """CoarseStage.step on every frame of the source, with the models and threads `run` would use."""
+    cfg = config(False, args.threads)
+    bundle_dir = resolve_bundle_dir(args.bundle)
+    manifest = verify_bundle(bundle_dir).manifest
+    plan = plan_backends(manifest, bundle_dir, args.backend, cfg.runtime, fine=False)
+    source = open_source(args.source)
+    models = load_models(bundle_dir, manifest, plan)
+    try:
+        coarse = CoarseStage(models)
+        state = coarse.initial_state()
+        frames, seconds = 0, 0.0
+        for frame in source.frames():
+            t0 = time.perf_counter()
+            state, _ = coarse.step(state, frame.image)
+            seconds += time.perf_counter() - t0
+            frames += 1
+        return {"frames_read": frames, "coarse_seconds": round(seconds, 4),
+                "fps": round(frames / seconds, 3) if seconds > 0 else None, "backends": models.describe(),
+                "threads": plan.threads, "threads_source": plan.threads_source, "vmhwm_mb": proc_status_mb("VmHWM"),
+                "error": None if frames else f"{args.source}: no frame decoded"}
+    finally:
         models.close()
         source.close()
 
@@ -179,6 +234,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=0)
     p.add_argument("--rss-every", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--coarse-only", action="store_true")
+    p.add_argument("--stage-cpu", action="store_true")
     return p.parse_args(argv)
 
 
@@ -187,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        out = run(args)
+        out = coarse_only(args) if args.coarse_only else run(args)
     except EdgeVadError as exc:
         out = {"error": str(exc)}
         Path(args.json).write_text(json.dumps(out))

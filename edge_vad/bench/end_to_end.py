@@ -1,9 +1,13 @@
 """End to end on the benchmark stream, and the soak: the runtime in a child process (see edge_vad.bench.child).
 
 end_to_end: fps of the whole cascade as deployed (fine stage in its worker thread, events, clips and snapshots
-written), the decode-only fps of the same video (the floor: no runtime can be faster than its decoder), gate
-duty cycle, dropped frames (fine snippets dropped by the full queue + frames a live source replaced + frames
-a damaged file never delivered), and the run's peak RSS (the child's VmHWM, see edge_vad.bench.subproc).
+written), and `fps_vs_coarse`: that fps over the coarse stage's own fps on the same frames with the same
+threads (another child runs only CoarseStage.step on every frame, decoding excluded, once before and once
+after the pipeline run, so a drift in the machine's load moves both sides alike; coarse_fps is their mean),
+i.e. how much of the coarse stage's speed the pipeline keeps; also the decode-only fps of the same video (kept for reference: a
+decoder runs at thousands of fps, so pipeline/decode says little), gate duty cycle, dropped frames (fine
+snippets dropped by the full queue + frames a live source replaced + frames a damaged file never delivered),
+and the run's peak RSS (the child's VmHWM, see edge_vad.bench.subproc).
 
 soak: the same run on the video played in a loop for `minutes` of MEDIA time (frames = minutes x 60 x fps),
 with VmRSS sampled along the way; RSS at the start is the sample at the end of the first pass over the video
@@ -25,9 +29,17 @@ SOAK_RSS_SAMPLES = 40  # VmRSS samples over a soak
 
 def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = None) -> Dict[str, Any]:
     decode = decode_fps(source)
+
+    def coarse_only() -> Optional[float]:
+        return run_child(child_args(source, bundle, backend) + ["--coarse-only"], child_timeout(decode["frames"]),
+                         "coarse-only").result.get("fps")
+
+    before = coarse_only()
     with tempfile.TemporaryDirectory(prefix="edge-vad-bench-events-") as events:
         run = run_child(child_args(source, bundle, backend) + ["--events-dir", events, "--rss-every", "50"],
                         child_timeout(decode["frames"]), "end-to-end")
+    after = coarse_only()
+    coarse_fps = round((before + after) / 2, 3) if before and after else None
     r = run.result
     fps = r.get("fps")
     dropped = {"fine_queue_full": r["fine_dropped_frames"], "source_replaced": r["source_dropped"],
@@ -36,6 +48,9 @@ def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = No
         "fps": fps,
         "fps_cpu": r.get("fps_cpu"),
         "decode_fps": decode["fps"],
+        "coarse_fps": coarse_fps,
+        "coarse_fps_runs": [before, after],
+        "fps_vs_coarse": round(fps / coarse_fps, 4) if fps and coarse_fps else None,
         "fps_vs_decode": round(fps / decode["fps"], 4) if fps and decode["fps"] else None,
         "gate_duty": r["gate_duty"],
         "dropped": int(sum(dropped.values())),
@@ -53,7 +68,9 @@ def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = No
         "how": ("child process running the runtime as `edge-vad run` assembles it (default config, so the "
                 "runtime's default intra-op threads; HTTP off; "
                 "fine worker thread; events, clips, snapshots to a temp folder); fps = frames read / pipeline "
-                "seconds (model loading excluded, in load_s); peak RSS of the child process alone"),
+                "seconds (model loading excluded, in load_s); peak RSS of the child process alone; coarse_fps = "
+                "frames / seconds inside CoarseStage.step over the same frames in another child with the same "
+                "backends and threads, run before and after the pipeline (mean); fps_vs_coarse = fps / coarse_fps"),
     }
 
 

@@ -90,11 +90,11 @@ def measure_stages(bundle_dir: Path, manifest: Manifest, backend: str, frames: S
         _, head_load_ms = timed_once(lambda: _load_stage(models, manifest, head_plan))
         set_ = ModelSet(manifest, bundle_dir, plan, models)
         coarse = CoarseStage(set_)
-        feeds: List[Dict[str, np.ndarray]] = []
-        _, pre_first_ms = timed_once(lambda: feeds.append(coarse.preprocess(frames[0])))
+        _, pre_first_ms = timed_once(lambda: coarse.preprocess(frames[0]))
+        # the Preprocessor refills one buffer per call: keep a copy of each frame's feed
+        feeds = [{k: v.copy() for k, v in coarse.preprocess(f).items()} for f in frames]
         raw = coarse.preprocess.raw
         _, bb_first_ms = timed_once(lambda: coarse.backbone.infer(feeds[0], raw_inputs=raw))
-        feeds += [coarse.preprocess(f) for f in frames[1:]]
         outs = [coarse.backbone.infer(f, raw_inputs=raw) for f in feeds]
 
         stages["preprocess"] = _entry(None, pre_first_ms,
@@ -157,7 +157,7 @@ def _fine_stages(bundle_dir: Path, manifest: Manifest, plan: Any, by_stage: Dict
     if fine.needs_image:
         assert fine.encoder is not None and fine.image_preprocess is not None
         enc, pre = fine.encoder, fine.image_preprocess
-        enc_feeds = [pre(f) for f in frames]
+        enc_feeds = [{k: v.copy() for k, v in pre(f).items()} for f in frames]
         _, first_ms = timed_once(lambda: enc.infer(enc_feeds[0], raw_inputs=pre.raw))
         out["fine_encoder"] = _entry(enc, (enc_load_ms or 0.0) + first_ms,
                                      time_calls(lambda i: enc.infer(enc_feeds[i % n], raw_inputs=pre.raw),

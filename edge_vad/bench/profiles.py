@@ -58,6 +58,13 @@ class ReferenceInfo(_Strict):
     note: str = ""
 
 
+class ProfileRuntime(_Strict):
+    """Runtime defaults for the board (used by `edge-vad run` when the config leaves them unset)."""
+
+    threads: int = Field(ge=1)  # intra-op threads of the CPU backends
+    threads_source: str = Field(min_length=1)  # the measurement it was chosen from (or why none was possible)
+
+
 class TargetProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9-]+$")
     description: str
@@ -65,6 +72,7 @@ class TargetProfile(_Strict):
     budgets: ProfileBudgets
     detect: DetectRules
     reference: ReferenceInfo
+    runtime: ProfileRuntime
 
 
 @dataclass(frozen=True)

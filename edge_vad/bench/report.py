@@ -69,6 +69,27 @@ def _rwkv_cells(row: Dict[str, Any]) -> Tuple[str, str, str, str, str]:
             f"{row['transformer_gflops']:.4f}")
 
 
+def _streaming_cells(row: Dict[str, Any]) -> Tuple[str, ...]:
+    """(history, RWKV step ms, window ms, KV ms, state KiB, window KiB, KV KiB) of one streaming row."""
+    return (str(row["length"]), f"{row['rwkv_step_ms']:.3f}", f"{row['transformer_window_ms']:.2f}",
+            f"{row['transformer_kv_ms']:.3f}", f"{row['rwkv_state_bytes'] / 1024:.0f}",
+            f"{row['transformer_window_bytes'] / 1024:.0f}", f"{row['transformer_kv_bytes'] / 1024:.0f}")
+
+
+def _streaming_lines(st: Dict[str, Any]) -> List[str]:
+    if not st.get("rows"):
+        return [f"  streaming: skipped ({st.get('skipped') or st.get('error')})"] if st else []
+    out = [f"  streaming, per new frame (RWKV step at {st['rows'][-1]['length']} = {st.get('rwkv_step_growth')}x its "
+           f"cost at {st['rows'][0]['length']}):",
+           f"  {'history':>7} {'rwkv ms':>9} {'window ms':>10} {'KV ms':>8} {'state KiB':>10} {'window KiB':>11} "
+           f"{'KV KiB':>8}"]
+    for row in st["rows"]:
+        cells = _streaming_cells(row)
+        out.append(f"  {cells[0]:>7} {cells[1]:>9} {cells[2]:>10} {cells[3]:>8} {cells[4]:>10} {cells[5]:>11} "
+                   f"{cells[6]:>8}")
+    return out
+
+
 def budget_lines(budgets: Dict[str, Any]) -> List[str]:
     lines = []
     for name, c in budgets.items():
@@ -93,30 +114,35 @@ def text_report(r: Dict[str, Any]) -> str:
             out.append(f"  {name:<16} not run: {s.get('note', '')}")
     c = r["coarse_frame_to_score"]
     out.append(f"  coarse stage, decoded {c['frame_size']} frame -> score: p50 {_ms(c['p50_ms'])} ms = {c['fps']} fps")
+    ins = r.get("instructions") or {}
+    if ins:
+        out.append("  instructions per coarse frame (callgrind): "
+                   + (f"{ins['ir_per_frame']:,}" if not ins.get("skipped") else f"skipped ({ins['skipped']})"))
+    out += _preroll_lines(r.get("preroll") or {})
+    out += _threads_lines(r.get("threads") or {})
     e = r["end_to_end"]
     if e.get("skipped"):
         out += ["", f"end to end: skipped ({e['skipped']})"]
     else:
-        out += ["", f"end to end ({e['frames']} frames, {e.get('threads')} runtime threads): {e['fps']} fps; "
-                    f"decode only {e['decode_fps']} fps "
-                    f"(ratio {e['fps_vs_decode']}); gate duty {e['gate_duty']}; dropped {e['dropped']}; "
+        out += ["", f"end to end ({e['frames']} frames, {e.get('threads')} runtime threads): {e['fps']} fps = "
+                    f"{e.get('fps_vs_coarse')} of the coarse stage's own {e.get('coarse_fps')} fps; decode only "
+                    f"{e['decode_fps']} fps; gate duty {e['gate_duty']}; dropped {e['dropped']}; "
                     f"peak RSS {e['peak_rss_mb']} MB"]
         soak = e.get("soak")
         if soak and not soak.get("skipped"):
             out.append(f"  soak {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} -> "
                        f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)")
     cv = r["cascade_vs_always_on"]
+    out.append("")
     if cv.get("skipped"):
-        out += ["", f"cascade vs always-on: skipped ({cv['skipped']})"]
+        out.append(f"cascade vs always-on, clip-vit-b16: skipped ({cv['skipped']})")
     else:
-        st = cv["stream"]
-        out += ["", f"cascade vs always-on ({st.get('frames')} frames, {st.get('anomalous_fraction')} anomalous): "
-                    f"speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); frame AUC "
-                    f"cascade {cv['auc_cascade']}, always-on "
-                    f"{cv['auc_always_on']} (coarse score alone {cv['auc_coarse_only']})"]
-        proj = cv.get("projected_clip_vit_b16")
-        if proj:
-            out.append(f"  projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})")
+        out.append(f"cascade vs always-on, {cv.get('encoder')} bundle ({cv.get('weights', '')}):")
+        out.append("  " + _cascade_line(cv))
+    shipped = cv.get("shipped_bundle")
+    if shipped:
+        out.append("cascade vs always-on, shipped bundle:")
+        out.append("  " + _cascade_line(shipped))
     rv = r["rwkv_vs_transformer"]
     out.append("")
     if rv.get("skipped"):
@@ -128,6 +154,7 @@ def text_report(r: Dict[str, Any]) -> str:
         for row in rv["rows"]:
             length, rwkv_ms, tf_ms, rwkv_gf, tf_gf = _rwkv_cells(row)
             out.append(f"  {length:>7} {rwkv_ms:>9} {tf_ms:>11} {rwkv_gf:>9} {tf_gf:>11}")
+        out += _streaming_lines(rv.get("streaming") or {})
     ft = r.get("fine_torch_latency", {})
     if ft and not ft.get("skipped"):
         where = ft.get("gpu") or ft["device"]
@@ -136,6 +163,62 @@ def text_report(r: Dict[str, Any]) -> str:
     elif ft:
         out.append(f"fine stage in PyTorch: skipped ({ft['skipped']})")
     return "\n".join(out)
+
+
+def _preroll_lines(pr: Dict[str, Any]) -> List[str]:
+    out = []
+    for name, p in pr.items():
+        if isinstance(p, dict) and "p50_ms" in p:
+            out.append(f"  clip pre-roll per frame read, {name} ({p['ring']['frame_size']} kept, every "
+                       f"{p['ring']['stride']} of {p['ring']['frames']} frames, {p['ring']['mib']} MiB): mean "
+                       f"{_ms(p['mean_ms'])} ms, a kept frame p50 {_ms(p['kept_frame_p50_ms'])} ms, p99 "
+                       f"{_ms(p['p99_ms'])} ms (the former JPEG pre-roll: {_ms(p['former_jpeg_p50_ms'])} ms)")
+    return out
+
+
+def _threads_lines(th: Dict[str, Any]) -> List[str]:
+    """One line per swept backend: backbone p50 per thread count, quiet and under load, and the pick."""
+    out = []
+    for name, b in (th.get("backends") or {}).items():
+        if b.get("skipped"):
+            out.append(f"  threads, {name}: skipped ({b['skipped']})")
+            continue
+        cells = ", ".join(f"{n}: {b['p50_ms_quiet'][str(n)]} / {b['p50_ms_loaded'][str(n)]}" for n in b["threads"])
+        out.append(f"  threads, {b['artifact']} on {name} (p50 ms quiet / loaded): {cells}; best under load: "
+                   f"{b['recommended']}")
+    pipe = th.get("pipeline")
+    if pipe:
+        cells = ", ".join(f"{n}: {fps}" for n, fps in pipe["fps"].items())
+        out.append(f"  threads, the whole pipeline (end-to-end fps, runs {pipe['order']}): {cells}; best: "
+                   f"{pipe['recommended']}")
+    default = th.get("runtime_default")
+    if default:
+        out.append(f"  runtime default: {default['threads']} thread(s), from the {default['source']}")
+    return out
+
+
+def _cascade_line(cv: Dict[str, Any]) -> str:
+    st = cv["stream"]
+    text = (f"{st.get('frames')} frames, {st.get('anomalous_fraction')} anomalous: speedup {cv['speedup']}x per "
+            f"CPU-second ({cv.get('speedup_wall')}x wall clock), bound {cv.get('bound')}x from the stage costs "
+            f"(coarse {cv.get('c_coarse_ms')} ms, fine {cv.get('c_fine_ms')} ms, duty {cv.get('duty')}): "
+            f"speedup / bound {cv.get('speedup_over_bound')}")
+    if cv.get("auc_cascade") is not None:
+        text += (f"; frame AUC cascade {cv['auc_cascade']}, always-on {cv['auc_always_on']} (coarse score alone "
+                 f"{cv['auc_coarse_only']})")
+    return text
+
+
+def _md_cascade(lines: List[str], cv: Dict[str, Any]) -> None:
+    lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
+              f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
+              f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
+              f"| always-on | {cv['always_on']['fps']} | {cv['always_on'].get('fps_cpu')} | "
+              f"{cv['always_on']['fine_fraction']} | {cv['auc_always_on']} |",
+              "", f"Speedup **{cv['speedup']}x** per CPU-second ({cv.get('speedup_wall')}x wall clock); bound "
+                  f"**{cv.get('bound')}x** ({cv.get('bound_definition', '')}: coarse {cv.get('c_coarse_ms')} ms, fine "
+                  f"{cv.get('c_fine_ms')} ms, duty {cv.get('duty')}); speedup / bound {cv.get('speedup_over_bound')}. "
+                  f"Coarse score alone AUC {cv['auc_coarse_only']}. Stream: {json.dumps(cv['stream'])}"]
 
 
 def _md_section(lines: List[str], title: str, section: Dict[str, Any]) -> bool:
@@ -167,34 +250,52 @@ def markdown_report(r: Dict[str, Any]) -> str:
             lines.append(f"| {name} | not run | - | - | - | - |")
     c = r["coarse_frame_to_score"]
     lines += ["", f"Coarse stage, decoded {c['frame_size']} frame to score: p50 {_ms(c['p50_ms'])} ms = **{c['fps']} fps**."]
+    pr = r.get("preroll") or {}
+    if pr:
+        lines += ["", "## Clip pre-roll", "", pr.get("how", ""), ""] + [f"- {x.strip()}" for x in _preroll_lines(pr)]
+    th = r.get("threads") or {}
+    if th:
+        lines += ["", "## Intra-op threads", "", th.get("how", ""), ""] + [f"- {x.strip()}" for x in _threads_lines(th)]
+    ins = r.get("instructions") or {}
+    if ins and _md_section(lines, "Instructions per coarse frame (callgrind)", ins):
+        lines += [f"**{ins['ir_per_frame']:,}** instructions per frame ({ins['frame_size']}); {ins['how']}; "
+                  f"{ins['valgrind']}, {ins['wall_s']} s."]
     e = r["end_to_end"]
     if _md_section(lines, "End to end", e):
-        lines += ["| fps | decode-only fps | ratio | gate duty | dropped | peak RSS MB |", "|---|---|---|---|---|---|",
-                  f"| {e['fps']} | {e['decode_fps']} | {e['fps_vs_decode']} | {e['gate_duty']} | {e['dropped']} | "
-                  f"{e['peak_rss_mb']} |", "", e["how"]]
+        lines += ["| fps | coarse-only fps | fps / coarse | decode-only fps | gate duty | dropped | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {e['fps']} | {e.get('coarse_fps')} | {e.get('fps_vs_coarse')} | {e['decode_fps']} | "
+                  f"{e['gate_duty']} | {e['dropped']} | {e['peak_rss_mb']} |", "", e["how"]]
         soak = e.get("soak")
         if soak and not soak.get("skipped"):
             lines += ["", f"Soak, {soak['minutes_of_video']} min of video: RSS {soak['rss_start_mb']} MB -> "
                           f"{soak['rss_end_mb']} MB (growth {soak['rss_growth_mb']} MB)."]
     cv = r["cascade_vs_always_on"]
-    if _md_section(lines, "Cascade vs always-on", cv):
-        lines += ["| system | fps (wall) | frames per CPU-second | fine frames | frame AUC |", "|---|---|---|---|---|",
-                  f"| cascade | {cv['cascade']['fps']} | {cv['cascade'].get('fps_cpu')} | "
-                  f"{cv['cascade']['fine_fraction']} | {cv['auc_cascade']} |",
-                  f"| always-on | {cv['always_on']['fps']} | {cv['always_on'].get('fps_cpu')} | "
-                  f"{cv['always_on']['fine_fraction']} | {cv['auc_always_on']} |",
-                  "", f"Speedup {cv['speedup']}x per CPU-second ({cv.get('speedup_wall')}x wall clock); coarse score "
-                      f"alone AUC {cv['auc_coarse_only']}. "
-                      f"Stream: {json.dumps(cv['stream'])}", "", f"Scores: {cv['score_definition']}"]
-        proj = cv.get("projected_clip_vit_b16")
-        if proj:
-            lines += ["", f"Projected with a CLIP ViT-B/16 fine encoder: {proj['speedup']}x ({proj['how']})."]
+    if _md_section(lines, f"Cascade vs always-on: {cv.get('encoder', 'clip-vit-b16')} bundle", cv):
+        lines += [f"Bundle: {cv.get('bundle_source')}; weights: {cv.get('weights')}.", ""]
+        _md_cascade(lines, cv)
+    shipped = cv.get("shipped_bundle")
+    if shipped:
+        lines += ["", "## Cascade vs always-on: shipped bundle", ""]
+        _md_cascade(lines, shipped)
+        lines += ["", f"Scores: {shipped['score_definition']}"]
     rv = r["rwkv_vs_transformer"]
     if _md_section(lines, "Enhanced RWKV vs Transformer (Fig. 4 analog)", rv):
         lines += ["| length | RWKV ms | Transformer ms | RWKV GFLOPs | Transformer GFLOPs |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_rwkv_cells(x)) + " |" for x in rv["rows"]]
         lines += ["", f"{rv.get('speedup_at_max_length')}x faster at {rv.get('max_length')} steps on {rv.get('device')}; "
                       f"RWKV time vs length R^2 {rv.get('rwkv_time_linearity_r2')}."]
+        st = rv.get("streaming") or {}
+        lines += ["", "### Streaming: cost per new frame", ""]
+        if st.get("rows"):
+            lines += ["| history | RWKV step ms | Transformer window ms | Transformer KV ms | RWKV state KiB | "
+                      "window KiB | KV cache KiB |", "|---|---|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(_streaming_cells(x)) + " |" for x in st["rows"]]
+            lines += ["", f"RWKV step at the longest history / at the shortest: {st.get('rwkv_step_growth')}x "
+                          f"(window {st.get('transformer_window_growth')}x, KV {st.get('transformer_kv_growth')}x). "
+                          f"{st.get('how', '')}"]
+        else:
+            lines.append(f"Skipped: {st.get('skipped') or st.get('error')}")
     ft = r.get("fine_torch_latency", {})
     if ft and not ft.get("skipped"):
         lines += ["", "## Fine stage in PyTorch", "", f"{ft.get('gpu') or ft['device']}: encoder p50 "

@@ -2,9 +2,11 @@
 
     result = run_bench(BenchOptions(target="jetson-nano", json_path=Path("out.json")), say=print)
 
-Order: bad input first (target, --assert reference, bundle, source: one line, exit code 2), then the first line
-(on the target or not), static budgets, per-stage latency, end to end (+ soak), cascade vs always-on, the
-PyTorch sections, the files. Each measured section records how it was measured next to its figures.
+Order: bad input first (target, --assert reference, bundle, source, cascade bundle: one line, exit code 2), then
+the first line (on the target or not), static budgets, per-stage latency, the clip pre-roll's cost per frame,
+instructions per coarse frame
+(callgrind), intra-op threads (1 vs more, quiet and loaded), end to end (+ soak), cascade vs always-on (a clip-vit-b16 bundle, and the shipped one), the PyTorch
+sections, the files. Each measured section records how it was measured next to its figures.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from edge_vad.bench import assert_ref, cascade, end_to_end, latency, report, stream, torch_sections
+from edge_vad.bench import assert_ref, cascade, clip_cascade, end_to_end, instructions, latency, report, stream, \
+    preroll_cost, threads, torch_sections
 from edge_vad.bench.hostinfo import describe_host, describe_short
 from edge_vad.bench.profiles import detect, load_profile
 from edge_vad.bench.static_budgets import COUNTING_RULE, check, model_sizes, recount, static_budgets
 from edge_vad.bundle import resolve_bundle_dir, verify_bundle
-from edge_vad.constants import CLIP_FRAMES_PER_SNIPPET, SNIPPET_FRAMES
+from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError
+from edge_vad.runtime.backend_plan import plan_backends
+from edge_vad.runtime.loaded_models import loadable_file
+from edge_vad.runtime.threads import resolve_threads
 
 log = logging.getLogger("edge_vad.bench")
 
@@ -44,6 +50,9 @@ class BenchOptions:
     soak_minutes: float = 0.0
     assert_reference: bool = False
     skip_rwkv: bool = False
+    skip_instructions: bool = False
+    cascade_bundle: Optional[Path] = None  # a clip-vit-b16 bundle for the cascade (default: a random-weight one)
+    clip_cascade: bool = True  # False: only the shipped bundle's cascade (no clip-vit-b16 bundle built or run)
     device: str = "cpu"
     results_dir: Optional[Path] = None  # where files go without --json (default ./benchmarks/results)
     root: Path = Path("/")  # file-system root for target detection (tests use a fake one)
@@ -79,6 +88,11 @@ def _inputs(opts: BenchOptions):
     if not source.is_file():
         raise _bad(f"--source {source}: no such video file; pass a video (labels, if any, beside it as <stem>.json)")
     labels = stream.read_labels(source)
+    if opts.cascade_bundle is not None:
+        try:
+            clip_cascade.cascade_bundle(opts.cascade_bundle, progress=log.info)
+        except EdgeVadError as exc:
+            raise _bad(str(exc)) from None
     return profile, detection, reference, bundle_dir, manifest, source, labels
 
 
@@ -98,7 +112,8 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
         "run": {"command": opts.command, "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "bundle": str(bundle_dir), "bundle_created_at": manifest.created_at, "source": str(source),
                 "labels": str(labels.path) if labels else None, "iterations": opts.iterations, "warmup": opts.warmup,
-                "soak_minutes": opts.soak_minutes, "device": opts.device, "skip_rwkv": opts.skip_rwkv},
+                "soak_minutes": opts.soak_minutes, "device": opts.device, "skip_rwkv": opts.skip_rwkv,
+                "skip_instructions": opts.skip_instructions, "clip_cascade": opts.clip_cascade},
         "profile": {"description": profile.description, "preferred_backends": profile.preferred_backends,
                     "budget_source": profile.budgets.source, "reference": profile.reference.model_dump()},
     }
@@ -118,6 +133,10 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
                     "warmup": opts.warmup, "frames": f"{len(frames)} real frames of {source.name}, cycled"}
     r["stages"] = lat["stages"]
     r["coarse_frame_to_score"] = lat["coarse_frame_to_score"]
+    r["preroll"] = preroll_cost.preroll_cost(frames, opts.iterations, opts.warmup)
+    r["instructions"] = _instructions(opts, bundle_dir, manifest, backend, source, progress)
+    progress("intra-op threads: the backbone at 1 vs more, interleaved, quiet and under load")
+    r["threads"] = threads.thread_sweep(bundle_dir, manifest, frames, rounds=max(20, opts.iterations // 2))
 
     progress("end to end on the stream (child process)")
     e2e = end_to_end.end_to_end(source, opts.bundle, backend)
@@ -128,30 +147,23 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
     else:
         e2e["soak"] = {"skipped": "--soak not given (pass --soak MINUTES of video, e.g. 10)"}
     r["end_to_end"] = e2e
+    progress("intra-op threads: the pipeline at 1 and 2 threads (four child processes)")
+    r["threads"]["pipeline"] = threads.pipeline_sweep(source, opts.bundle, backend)
+    r["threads"]["recommended"] = r["threads"]["pipeline"]["recommended"]
+    r["threads"]["runtime_default"] = dict(zip(("threads", "source"), resolve_threads(None, opts.root)))
     if profile.budgets.max_peak_rss_mb is not None:
         r["budgets"]["peak_rss_mb"] = check(profile.budgets.max_peak_rss_mb, e2e["peak_rss_mb"], "MB",
                                             "peak RSS of the runtime on the stream",
                                             note="" if detection.on_target else "measured on this machine")
 
-    progress("cascade vs always-on (two child processes)")
-    cv = cascade.cascade_vs_always_on(source, labels, opts.bundle, backend, e2e["frames"])
+    progress("cascade vs always-on, shipped bundle (two child processes)")
+    shipped = cascade.cascade_vs_always_on(source, labels, opts.bundle, backend, e2e["frames"])
+    cv = _clip_cascade(opts, source, labels, e2e["frames"], progress)
+    cv["shipped_bundle"] = shipped
+    r["cascade_vs_always_on"] = cv
 
     progress("PyTorch sections")
-    ft = torch_sections.fine_torch_latency(opts.device, opts.iterations, opts.warmup)
-    r["fine_torch_latency"] = ft
-    if not ft.get("skipped") and cv["cascade"].get("fine_fraction") is not None:
-        # A CLIP bundle encodes CLIP_FRAMES_PER_SNIPPET of every SNIPPET_FRAMES frames: its cost per frame.
-        per_frame = CLIP_FRAMES_PER_SNIPPET / SNIPPET_FRAMES
-        fine_ms = (ft["fine_encoder"]["p50_ms"] + ft["fine_head"]["p50_ms"]) * per_frame
-        coarse_ms = r["coarse_frame_to_score"]["p50_ms"]
-        frac = cv["cascade"]["fine_fraction"]
-        cv["projected_clip_vit_b16"] = {
-            "speedup": round(cascade.projected_speedup(coarse_ms, fine_ms, frac), 3),
-            "how": (f"modelled, not run: (coarse {coarse_ms:.2f} ms + fine {fine_ms:.2f} ms) / (coarse + "
-                    f"{frac:.3f} x fine) per frame; fine = CLIP ViT-B/16 tower + head in PyTorch on "
-                    f"{ft.get('gpu') or ft['device']} (random weights) on {CLIP_FRAMES_PER_SNIPPET} of every "
-                    f"{SNIPPET_FRAMES} frames, coarse = measured coarse stage, fine share = the cascade run's")}
-    r["cascade_vs_always_on"] = cv
+    r["fine_torch_latency"] = torch_sections.fine_torch_latency(opts.device, opts.iterations, opts.warmup)
     r["rwkv_vs_transformer"] = torch_sections.rwkv_vs_transformer(opts.device, opts.skip_rwkv)
     r["run"]["duration_s"] = round(time.perf_counter() - started, 1)
 
@@ -169,3 +181,35 @@ def run_bench(opts: BenchOptions, say: Callable[[str], Any] = print,
     if reference is not None:
         say(f"--assert: every figure within +-{r['assert']['tolerance']:.0%} of {reference[0]}")
     return r
+
+
+def _instructions(opts: BenchOptions, bundle_dir: Path, manifest: Any, backend: str, source: Path,
+                  progress: Callable[[str], Any]) -> Dict[str, Any]:
+    if opts.skip_instructions:
+        return {"skipped": "--skip-instructions was given"}
+    if instructions.valgrind_path() is None:
+        return {"skipped": instructions.VALGRIND_HINT}
+    progress("instructions per coarse frame (callgrind; a few minutes)")
+    plan = plan_backends(manifest, bundle_dir, backend, RuntimeConfig(threads=1), fine=False)
+    files = {s.stage: loadable_file(s, manifest) for s in plan.stages}
+    return instructions.instructions_per_frame(bundle_dir, backend, files, source)
+
+
+def _clip_cascade(opts: BenchOptions, source: Path, labels: Any, frames: int,
+                  progress: Callable[[str], Any]) -> Dict[str, Any]:
+    """The cascade section on a clip-vit-b16 bundle (see edge_vad.bench.clip_cascade), or why it was skipped."""
+    if not opts.clip_cascade:
+        return {"skipped": "--no-clip-cascade was given; see shipped_bundle"}
+    bundle, where = clip_cascade.cascade_bundle(opts.cascade_bundle, progress)
+    if bundle is None:
+        return {"skipped": where}
+    progress(f"cascade vs always-on, {clip_cascade.ENCODER} bundle (two child processes)")
+    cv = cascade.cascade_vs_always_on(source, labels, bundle, None, frames)
+    random = opts.cascade_bundle is None
+    cv.update({"bundle": str(bundle), "bundle_source": where, "encoder": clip_cascade.ENCODER,
+               "weights": clip_cascade.WEIGHTS_LABEL if random else "as exported by the user"})
+    if random:
+        for key in ("auc_cascade", "auc_always_on", "auc_coarse_only"):
+            cv[key] = None
+        cv["auc_note"] = "not reported: the fine stage has random weights (see shipped_bundle for the real model)"
+    return cv

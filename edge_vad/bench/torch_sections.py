@@ -2,7 +2,9 @@
 
 - rwkv_vs_transformer: the paper's Fig. 4 analog, time and FLOPs of the enhanced RWKV head against a Transformer
   encoder of the same width over sequence lengths (edge_vad_models.profiling.sequence_cost; its rows' rwkv_ms is
-  the parallel form, rwkv_recurrent_ms, where present, the frame-by-frame form).
+  the parallel form, rwkv_recurrent_ms, where present, the frame-by-frame form); and under `streaming` what a
+  device pays per NEW frame as history grows (edge_vad_models.profiling.streaming_cost): one RWKV step against a
+  Transformer re-encoding its window and one with a KV cache, with memory per stream.
 - fine_reference_budget: parameters and GFLOPs of the paper-faithful fine stage (CLIP ViT-B/16 tower + RWKV head)
   on the architecture with random weights (same module), held to the target's budgets.
 - fine_torch_latency: latency of that fine encoder (ViT-B/16 image tower) and fine head (projection + two
@@ -27,6 +29,11 @@ from edge_vad.constants import CLIP_EMBED_DIM, CLIP_FRAMES_PER_SNIPPET, FIG4_LEN
 log = logging.getLogger("edge_vad.bench")
 
 PROFILING_MODULE = "edge_vad_models.profiling.sequence_cost"
+STREAMING_MODULE = "edge_vad_models.profiling.streaming_cost"
+# Steps take ~1 ms (RWKV) and ~5 ms (KV): 200 rounds cost ~10 s and steady the medians on a shared machine; the
+# window re-encoding takes ~1-2 s at 1750 on a CPU, so 3 rounds of it.
+STREAMING_CPU_OPTIONS = {"rounds": 200, "window_rounds": 3}
+STREAMING_ROW_KEYS = ("length", "rwkv_step_ms", "transformer_window_ms", "transformer_kv_ms")
 TORCH_CPU_ITERATIONS = 5  # ViT-B/16 (17.6 GFLOPs) takes 0.3-3 s per frame on one shared CPU core: few calls, labelled
 TORCH_CPU_THREADS = 1  # the same one core as the runtime's latency figures
 # On a CPU: no warm-up, 3 timed calls per form and length, 1 of the frame-by-frame form (10-30 s per sequence
@@ -46,14 +53,14 @@ def torch_status() -> Tuple[bool, str]:
     return True, ""
 
 
-def _profiling() -> Tuple[Optional[Any], str]:
+def _profiling(module: str = PROFILING_MODULE) -> Tuple[Optional[Any], str]:
     ok, why = torch_status()
     if not ok:
         return None, why
     try:
-        return importlib.import_module(PROFILING_MODULE), ""
+        return importlib.import_module(module), ""
     except ImportError as exc:
-        return None, f"{PROFILING_MODULE} is not available ({exc}); the section was skipped"
+        return None, f"{module} is not available ({exc}); the section was skipped"
 
 
 def _fit_linear(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
@@ -122,7 +129,35 @@ def rwkv_vs_transformer(device: str, skip: bool, lengths: Sequence[int] = FIG4_L
     xs = [r["length"] for r in rows]
     out["rwkv_time_linearity_r2"] = _fit_linear(xs, [r["rwkv_ms"] for r in rows])
     out["rwkv_flops_linearity_r2"] = _fit_linear(xs, [r["rwkv_gflops"] for r in rows])
+    out["streaming"] = streaming(device, lengths)
     return out
+
+
+def streaming(device: str, lengths: Sequence[int] = FIG4_LENGTHS) -> Dict[str, Any]:
+    """{rows, rwkv_step_growth, ...}: per-frame cost of a streaming step at each history length (module doc)."""
+    mod, why = _profiling(STREAMING_MODULE)
+    if mod is None:
+        return {"rows": [], "skipped": why}
+    options = dict(STREAMING_CPU_OPTIONS) if device == "cpu" else {}
+    with cpu_threads(device):
+        rows = [dict(r) for r in mod.streaming_rows(lengths=tuple(lengths), device=device, **options)]
+    missing = [k for k in STREAMING_ROW_KEYS if rows and k not in rows[0]]
+    if missing or not rows:
+        return {"rows": rows, "skipped": None, "error": f"rows lack keys {missing}" if rows else "no rows"}
+    first, last = min(rows, key=lambda r: r["length"]), max(rows, key=lambda r: r["length"])
+
+    def growth(key: str) -> Optional[float]:
+        return round(last[key] / first[key], 3) if first[key] else None
+
+    return {"rows": rows, "skipped": None, "device": device, "options": options,
+            "threads": TORCH_CPU_THREADS if device == "cpu" else None,
+            "rwkv_step_growth": growth("rwkv_step_ms"), "transformer_window_growth": growth("transformer_window_ms"),
+            "transformer_kv_growth": growth("transformer_kv_ms"),
+            "how": (f"ms per NEW frame after `length` frames of history (median over interleaved rounds), fine-head "
+                    f"width, random weights, PyTorch eager: one RWKV recurrent step; the Transformer re-encoding its "
+                    f"last `length` frames; the Transformer with a KV cache of `length` frames. *_growth = cost at "
+                    f"{last['length']} / cost at {first['length']}. Memory per stream in bytes (float32): RWKV "
+                    f"state, the re-encoded window's input features, the KV cache")}
 
 
 def fine_reference_budget(encoder: str = "clip-vit-b16") -> Dict[str, Any]:

@@ -175,11 +175,15 @@ def bench(
     assert_reference: bool = typer.Option(False, "--assert", help="Compare with benchmarks/reference/<target>.json; exit 1 outside +-30 %."),
     skip_rwkv: bool = typer.Option(False, "--skip-rwkv", help="Skip the RWKV-vs-Transformer sweep (PyTorch)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda, for the PyTorch sections only."),
+    skip_instructions: bool = typer.Option(False, "--skip-instructions", help="Skip the instructions per coarse frame (callgrind, a few minutes)."),
+    cascade_bundle: Optional[Path] = typer.Option(None, "--cascade-bundle", help="A clip-vit-b16 bundle for the cascade section (default: one with random weights, built once when the train and export extras are installed)."),
+    no_clip_cascade: bool = typer.Option(False, "--no-clip-cascade", help="Run the cascade section on the shipped bundle only."),
 ) -> None:
     """Budgets, per-stage latency, end to end and the cascade against always-on, for a target board."""
     from edge_vad.cli.bench_cmd import bench_command
 
-    bench_command(target, json_out, bundle, source, iterations, warmup, soak, assert_reference, skip_rwkv, device)
+    bench_command(target, json_out, bundle, source, iterations, warmup, soak, assert_reference, skip_rwkv, device,
+                  skip_instructions=skip_instructions, cascade_bundle=cascade_bundle, clip_cascade=not no_clip_cascade)
 
 
 @app.command()

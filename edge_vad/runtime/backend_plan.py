@@ -18,6 +18,7 @@ from edge_vad.bundle.manifest import Artifact, Manifest, TargetProfile
 from edge_vad.config import RuntimeConfig
 from edge_vad.errors import EdgeVadError, MissingDependency
 from edge_vad.runtime.backend_choice import BackendChoice, HostProbe, choose_backend, live_host
+from edge_vad.runtime.threads import resolve_threads
 from edge_vad.runtime.trt_plan import tensorrt_options
 
 log = logging.getLogger("edge_vad.stages")
@@ -40,6 +41,8 @@ class BackendPlan:
     backend: str  # the target backend (the coarse stage runs on it)
     stages: Tuple[StagePlan, ...]
     reasons: Tuple[str, ...] = ()  # why this backend (BackendChoice.reasons)
+    threads: int = 1  # intra-op threads of the CPU backends (edge_vad.runtime.threads)
+    threads_source: str = ""  # where that number comes from
 
     def stage(self, name: str) -> Optional[StagePlan]:
         return next((s for s in self.stages if s.stage == name), None)
@@ -70,13 +73,13 @@ def _artifact_backend(name: str, art: Artifact, target: TargetProfile, backend: 
 
 
 def _options(backend: str, plan_name: str, stage: str, target: TargetProfile, runtime: RuntimeConfig,
-             bundle_dir: Path, manifest: Manifest) -> Dict[str, Any]:
+             bundle_dir: Path, manifest: Manifest, threads: int) -> Dict[str, Any]:
     if backend == "onnxruntime":
-        # used only where onnxruntime has its TensorRT execution provider (NVIDIA's Jetson wheels): it builds
-        # its own engines, cached, in fp16 unless fp32 is asked for (it has no calibration for int8)
-        return {"threads": runtime.threads, "tensorrt_fp16": runtime.precision != "fp32"}
+        # tensorrt_fp16: used only where onnxruntime has its TensorRT execution provider (NVIDIA's Jetson wheels):
+        # it builds its own engines, cached, in fp16 unless fp32 is asked for (it has no calibration for int8)
+        return {"threads": threads, "tensorrt_fp16": runtime.precision != "fp32"}
     if backend == "tflite":
-        return {"num_threads": runtime.threads}
+        return {"num_threads": threads}
     if backend == "edgetpu":
         return {"device": runtime.edgetpu_device} if runtime.edgetpu_device else {}
     if backend == "tensorrt":
@@ -94,18 +97,21 @@ def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str]
     host = host or live_host(runtime.edgetpu_device)
     choice: BackendChoice = choose_backend(manifest, requested, host)
     log.info("%s", choice.line())
+    threads, threads_source = resolve_threads(runtime)
     try:
-        stages = _stage_plans(manifest, bundle_dir, choice, runtime, fine, host)
+        stages = _stage_plans(manifest, bundle_dir, choice, runtime, fine, host, threads)
     except BaseException:
         from edge_vad.backends.edgetpu_runtime import release_probed
 
         release_probed()  # the choice may have opened the Edge TPU for a plan that is not going to run
         raise
-    return BackendPlan(choice.target, choice.backend, stages, choice.reasons)
+    if any(s.backend in ("onnxruntime", "tflite") for s in stages):
+        log.info("CPU backends: %d intra-op thread(s), from the %s", threads, threads_source)
+    return BackendPlan(choice.target, choice.backend, stages, choice.reasons, threads, threads_source)
 
 
 def _stage_plans(manifest: Manifest, bundle_dir: Path, choice: BackendChoice, runtime: RuntimeConfig, fine: bool,
-                 host: HostProbe) -> Tuple[StagePlan, ...]:
+                 host: HostProbe, threads: int) -> Tuple[StagePlan, ...]:
     target_name, backend = choice.target, choice.backend
     target = manifest.targets[target_name]
     stages = []
@@ -127,5 +133,5 @@ def _stage_plans(manifest: Manifest, bundle_dir: Path, choice: BackendChoice, ru
             if not status.available:
                 raise MissingDependency(f"backend {art_backend!r} is unavailable: {status.reason}; {status.detail}")
         stages.append(StagePlan(stage, name, bundle_dir / art.file, art_backend,
-                                _options(art_backend, name, stage, target, runtime, bundle_dir, manifest)))
+                                _options(art_backend, name, stage, target, runtime, bundle_dir, manifest, threads)))
     return tuple(stages)

@@ -28,20 +28,23 @@ The final path is known at start() but exists only once the clip is reported in 
 FinishedClip (post_roll_s after the end, plus the writer's lag): hold the event's "end"
 record until then, or send an "update" with the clip path.
 
-Threads: the caller's thread only JPEG-encodes each frame into the ring buffer and decides
-which frames belong to which clip; one writer thread decodes and encodes the video. (Writing
-the pre-roll inline took 0.7 s at 640x360 and 2.3 s at 1280x720 for 4 s of 30 fps video on
-the development x86 CPU: a stall a live camera would turn into dropped frames.)
+Threads: the caller's thread only copies each frame into the pre-roll ring (edge_vad.runtime.preroll:
+raw I420, downscaled by an integer factor to fit the memory bound; nothing is encoded while no event is
+open) and decides which frames belong to which clip; one writer thread converts and encodes the video.
+(Writing the pre-roll inline took 0.7 s at 640x360 and 2.3 s at 1280x720 for 4 s of 30 fps video on
+the development x86 CPU: a stall a live camera would turn into dropped frames.) Cost in the caller's
+thread: about 0.5 ms per 1280x720 frame on that CPU (`edge-vad bench` measures it: preroll_ms); start()
+hands the pre-roll frames to the writer without copying them.
 
-Memory: the ring buffer keeps JPEG-encoded frames, not raw ones (4.5 MB instead of 84 MB for
-122 frames at 640x360; 11 MB instead of 337 MB at 1280x720). It holds
-ceil((pre_roll_s + lookback_s) * fps) + 2 frames; `lookback_s` is how late start() may come
-after the event's start_t (the gate confirms an event min_open_s after it opened). The
-writer's queue carries the same JPEG bytes and is bounded (MAX_BACKLOG_S of video beyond
-the ring): if the writer cannot keep up, frames are dropped from the clip and counted in
-`frames_dropped`, never from detection. Cost in the caller's thread: one JPEG encode per
-frame (about 2 ms at 640x360, 4-6 ms at 1280x720 on that CPU); start() takes about 5 ms.
-`max_side` downscales frames (ring and clip) to bound both further.
+Memory: the ring spans ceil((pre_roll_s + lookback_s) * fps) + 2 frames in at most `pre_roll_mb` MiB
+of pixels (events.clip_pre_roll_mb; 640x360 is 338 KiB a frame: with the default 24 MiB, 4 s of it at
+25 or 30 fps are kept at every second frame, which the clip shows twice; see edge_vad.runtime.preroll);
+`lookback_s` is how late start() may come after the event's start_t (the gate confirms an event
+min_open_s after it opened). Clips have the ring's frame size. The writer's queue carries the same
+frames (lent, not copied) and is bounded (MAX_BACKLOG_S of video beyond the ring, so at most about
+twice the ring's memory more while a stalled writer catches up): if the writer cannot keep up, frames
+are dropped from the clip and counted in `frames_dropped`, never from detection. `max_side` caps the
+frame size further.
 """
 
 from __future__ import annotations
@@ -53,16 +56,14 @@ import queue
 import re
 import shutil
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import cv2
-import numpy as np
 
 from edge_vad.fileio import fsync_dir
-from edge_vad.runtime.snapshot import encode_jpeg
+from edge_vad.runtime.preroll import ClipFrame, PreRollRing
 from edge_vad.sources.base import Frame
 
 log = logging.getLogger("edge_vad.clips")
@@ -70,8 +71,8 @@ log = logging.getLogger("edge_vad.clips")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PARTIAL_SUFFIX = ".partial.mp4"
 FINAL_SUFFIX = ".mp4"
-DEFAULT_RING_JPEG_QUALITY = 90  # visually lossless for review; ~20x smaller than raw
-MAX_BACKLOG_S = 10.0  # seconds of video the writer may lag behind before frames are dropped
+DEFAULT_PRE_ROLL_MB = 24.0  # events.clip_pre_roll_mb: 4 s of 640x360 at 30 fps, every second frame (21 MiB)
+MAX_BACKLOG_S = 4.0  # seconds of video the writer may lag behind before frames are dropped (raw frames: memory)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class _Written:
 class ClipRecorder:
     def __init__(self, pre_roll_s: float, post_roll_s: float, fps: float, out_dir: Union[str, Path], *,
                  lookback_s: float = 0.0, max_side: Optional[int] = None,
-                 jpeg_quality: int = DEFAULT_RING_JPEG_QUALITY, fourcc: str = "mp4v"):
+                 pre_roll_mb: float = DEFAULT_PRE_ROLL_MB, fourcc: str = "mp4v"):
         if not fps or fps <= 0:
             raise ValueError(f"clip fps must be positive, got {fps!r}")
         if pre_roll_s < 0 or post_roll_s < 0 or lookback_s < 0:
@@ -121,12 +122,11 @@ class ClipRecorder:
         self.fps = float(fps)
         self.out_dir = Path(out_dir)
         self.max_side = max_side
-        self.jpeg_quality = jpeg_quality
         # mp4v (MPEG-4 Part 2) is the MP4 encoder every OpenCV build has; H.264 needs an
         # encoder that pip's OpenCV lacks.
         self.fourcc = fourcc
         self.capacity = math.ceil((self.pre_roll_s + lookback_s) * self.fps) + 2
-        self._ring: Deque[Tuple[int, float, bytes]] = deque(maxlen=self.capacity)
+        self._ring = PreRollRing(self.capacity, int(pre_roll_mb * 2**20), max_side)  # spans `capacity` frames
         self._clips: Dict[str, _Clip] = {}
         self.frames_dropped = 0
         self._dropped_by_clip: Dict[str, int] = {}
@@ -152,20 +152,24 @@ class ClipRecorder:
 
     @property
     def buffered_bytes(self) -> int:
-        return sum(len(jpeg) for _, _, jpeg in self._ring)
+        return self._ring.nbytes
+
+    @property
+    def frame_size(self) -> Optional[Tuple[int, int]]:
+        """(width, height) of the ring's and the clips' frames; None before the first frame."""
+        return self._ring.size
 
     # -- caller's thread ---------------------------------------------------------------
     def push(self, frame: Frame) -> List[FinishedClip]:
         """Buffer a frame and hand it to every open clip; returns the clips finished (on disk)
         since the previous call."""
         t = float(frame.timestamp_s)
-        jpeg = encode_jpeg(self._fit(frame.image), self.jpeg_quality)
-        self._ring.append((frame.index, t, jpeg))
+        stored = self._ring.push(frame.index, t, frame.image, keep_all=bool(self._clips))
         for clip in list(self._clips.values()):
             if clip.stop_t is not None and t > clip.stop_t:
                 self._close_clip(clip, complete=True)
-            else:
-                self._send(clip, frame.index, t, jpeg)
+            elif stored is not None:
+                self._send(clip, stored)
         return self._drain()
 
     def start(self, name: str, start_t: float) -> Path:
@@ -184,10 +188,8 @@ class ClipRecorder:
             clip.error = (f"the clips folder {self.out_dir} cannot be created ({exc.strerror or exc}); "
                           "remove what is in the way or fix its permissions")
             return self.final_path(name)
-        oldest_wanted = start_t - self.pre_roll_s
-        for index, t, jpeg in list(self._ring):
-            if t >= oldest_wanted - 1e-9:
-                self._send(clip, index, t, jpeg)
+        for stored in self._ring.since(start_t - self.pre_roll_s - 1e-9):
+            self._send(clip, stored, repeat=self._ring.stride)  # a kept frame stands for `stride` frames
         return self.final_path(name)
 
     def stop(self, name: str, end_t: float) -> None:
@@ -218,14 +220,14 @@ class ClipRecorder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, clip: _Clip, index: int, t: float, jpeg: bytes) -> None:
+    def _send(self, clip: _Clip, stored: ClipFrame, repeat: int = 1) -> None:
         if clip.error:
             return
-        if index <= clip.last_index:
+        if stored.index <= clip.last_index:
             return  # already sent (pre-roll overlapping the frame being pushed)
-        clip.last_index = index
+        clip.last_index = stored.index
         try:
-            self._jobs.put_nowait(("frame", clip.name, t, jpeg))
+            self._jobs.put_nowait(("frame", clip.name, stored.t, self._ring.lend(stored), repeat))
         except queue.Full:
             self.frames_dropped += 1
             self._dropped_by_clip[clip.name] += 1
@@ -257,15 +259,6 @@ class ClipRecorder:
         if not deadline.wait(timeout_s):
             log.warning("clips: writer still busy after %.1f s; unfinished clips stay .partial.mp4", timeout_s)
 
-    def _fit(self, image: np.ndarray) -> np.ndarray:
-        if self.max_side is None:
-            return image
-        h, w = image.shape[:2]
-        scale = self.max_side / max(h, w)
-        if scale >= 1:
-            return image
-        return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
     # -- writer thread -----------------------------------------------------------------
     def _work(self) -> None:
         written: Dict[str, _Written] = {}
@@ -278,7 +271,7 @@ class ClipRecorder:
                 if kind == "open":
                     written[job[1]] = _Written()
                 elif kind == "frame":
-                    self._write(job[1], written[job[1]], job[2], job[3])
+                    self._write(job[1], written[job[1]], job[2], job[3], job[4])
                 elif kind == "finish":
                     _, name, complete, note = job
                     self._done.put(self._finish(name, written.pop(name), complete, note))
@@ -287,10 +280,10 @@ class ClipRecorder:
             finally:
                 self._jobs.task_done()
 
-    def _write(self, name: str, w: _Written, t: float, jpeg: bytes) -> None:
+    def _write(self, name: str, w: _Written, t: float, frame: ClipFrame, repeat: int = 1) -> None:
         if w.error:
             return
-        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        image = frame.bgr()
         if w.writer is None:
             w.size = (image.shape[1], image.shape[0])
             path = self.partial_path(name)
@@ -302,9 +295,10 @@ class ClipRecorder:
                 return
         if (image.shape[1], image.shape[0]) != w.size:
             image = cv2.resize(image, w.size, interpolation=cv2.INTER_AREA)  # a camera changed mode mid-event
-        w.writer.write(image)
-        w.frames += 1
-        if w.frames == 1:
+        for _ in range(repeat):
+            w.writer.write(image)
+        w.frames += repeat
+        if w.frames == repeat:
             w.first_t = t
         w.last_t = t
 

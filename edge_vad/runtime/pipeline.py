@@ -173,6 +173,7 @@ class Pipeline:
         if self.events_dir is not None and self.cfg.events.clips:
             ev = self.cfg.events
             self.clips = ClipRecorder(ev.clip_pre_roll_s, ev.clip_post_roll_s, self.fps, self.events_dir / "clips",
+                                      pre_roll_mb=ev.clip_pre_roll_mb,
                                       lookback_s=self.cfg.gate.min_open_s)
 
     def run(self) -> PipelineResult:

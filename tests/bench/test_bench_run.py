@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge_vad.bench import cascade, end_to_end, latency, suite, torch_sections
+from edge_vad.bench import cascade, clip_cascade, end_to_end, latency, suite, torch_sections
 from edge_vad.bench.assert_ref import reference_from_result
 from edge_vad.bench.suite import BenchOptions, run_bench
 from edge_vad.errors import EdgeVadError
@@ -46,6 +46,16 @@ def tiny(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_clip_bundle(tmp_path_factory) -> Path:
+    """A clip-vit-b16 bundle built the way bench builds its random one, with a tiny CLIP (fast)."""
+    pytest.importorskip("torch", reason="needs the train extra (PyTorch) to export a clip-vit-b16 bundle")
+    pytest.importorskip("onnx", reason="needs the export extra (onnx) to export a clip-vit-b16 bundle")
+    from edge_vad_models.fine.clip_vit_b16 import TINY_CLIP_CFG
+
+    return clip_cascade.build_random_bundle(tmp_path_factory.mktemp("clip") / "bundle", clip_cfg=TINY_CLIP_CFG)
+
+
 def _fake_torch(monkeypatch):
     mod = types.ModuleType(torch_sections.PROFILING_MODULE)
     mod.rwkv_vs_transformer = lambda lengths=(), width=512, device="cpu": [
@@ -53,6 +63,12 @@ def _fake_torch(monkeypatch):
          "transformer_gflops": 1e-5 * n * n} for n in lengths]
     mod.fine_stage_budget = lambda encoder="clip-vit-b16", frames_per_snippet=16: {"params": 90_000_000, "gflops": 17.6, "weights": "random"}
     monkeypatch.setitem(sys.modules, torch_sections.PROFILING_MODULE, mod)
+    streaming = types.ModuleType(torch_sections.STREAMING_MODULE)
+    streaming.streaming_rows = lambda lengths=(), device="cpu", **k: [
+        {"length": n, "rwkv_step_ms": 1.0, "transformer_window_ms": 1e-4 * n * n, "transformer_kv_ms": 1e-3 * n,
+         "rwkv_state_bytes": 16384, "transformer_window_bytes": 2048 * n, "transformer_kv_bytes": 8192 * n}
+        for n in lengths]
+    monkeypatch.setitem(sys.modules, torch_sections.STREAMING_MODULE, streaming)
     monkeypatch.setattr(torch_sections, "torch_status", lambda: (True, ""))
     monkeypatch.setattr(torch_sections, "fine_torch_latency", lambda device, iterations, warmup: {
         "skipped": None, "device": device, "fine_encoder": {"p50_ms": 100.0}, "fine_head": {"p50_ms": 1.0},
@@ -63,12 +79,14 @@ def _is_num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def test_full_run_on_a_tiny_stream(tiny, tmp_path, monkeypatch):
+def test_full_run_on_a_tiny_stream(tiny, tiny_clip_bundle, tmp_path, monkeypatch):
     _fake_torch(monkeypatch)
+    monkeypatch.setattr(suite.threads, "PIPELINE_ORDER", (1, 2))  # one end-to-end run per count is enough here
     said = []
     json_path = tmp_path / "out" / "bench.json"
     result = run_bench(BenchOptions(target="jetson-nano", json_path=json_path, source=tiny, iterations=5, warmup=1,
-                                    root=tmp_path / "fake-root"), say=said.append)
+                                    root=tmp_path / "fake-root", skip_instructions=True,
+                                    cascade_bundle=tiny_clip_bundle), say=said.append)
     assert said[0].startswith("edge-vad bench: this machine is NOT a jetson-nano")
     data = json.loads(json_path.read_text())
     assert data == json.loads(json.dumps(result))
@@ -92,24 +110,48 @@ def test_full_run_on_a_tiny_stream(tiny, tmp_path, monkeypatch):
     for key in ("fps", "decode_fps", "gate_duty", "peak_rss_mb"):
         assert _is_num(e[key]), key
     assert isinstance(e["dropped"], int) and 0 <= e["gate_duty"] <= 1 and e["peak_rss_mb"] > 50
-    cv = data["cascade_vs_always_on"]
-    assert _is_num(cv["speedup"]) and _is_num(cv["speedup_wall"]) and cv["threads"] == 1
-    assert cv["speedup"] == pytest.approx(cv["cascade"]["fps_cpu"] / cv["always_on"]["fps_cpu"], rel=1e-3)
-    assert cv["stream"]["frames"] == 50 and "built" not in cv["stream"]
-    assert cv["always_on"]["gate_duty"] == 1.0 and cv["always_on"]["fine_fraction"] == 1.0
-    assert _is_num(cv["auc_cascade"]) and _is_num(cv["auc_always_on"]) and _is_num(cv["auc_coarse_only"])
-    assert "score_t = 1 + (1 - p_normal_t)" in cv["score_definition"]
-    assert _is_num(cv["projected_clip_vit_b16"]["speedup"])
+    assert _is_num(e["coarse_fps"]) and e["fps_vs_coarse"] == pytest.approx(e["fps"] / e["coarse_fps"], rel=1e-3)
+    assert data["instructions"] == {"skipped": "--skip-instructions was given"}
+    for size in ("stream", "720p"):
+        pre = data["preroll"][size]
+        assert pre["iterations"] == 5 and pre["p50_ms"] <= pre["p99_ms"] and _is_num(pre["former_jpeg_p50_ms"])
+    assert data["preroll"]["720p"]["ring"]["frame_size"] == "640x360"  # 1280x720 halved to fit the bound
+    th = data["threads"]
+    assert th["backends"] and th["runtime_default"]["threads"] >= 1 and "host target profile" in th["runtime_default"]["source"]
+    for b in th["backends"].values():
+        assert b["threads"][:2] == [1, 2] and set(b["p50_ms_quiet"]) == set(b["p50_ms_loaded"]) == {str(n) for n in b["threads"]}
+        assert b["recommended"] in b["threads"] and b["busy_processes"] >= 1
+    assert [r["threads"] for r in th["pipeline"]["runs"]] == [1, 2] and set(th["pipeline"]["fps"]) == {"1", "2"}
+    assert th["recommended"] == th["pipeline"]["recommended"] in (1, 2)
+    clip, shipped = data["cascade_vs_always_on"], data["cascade_vs_always_on"]["shipped_bundle"]
+    assert clip["encoder"] == "clip-vit-b16" and clip["bundle"] == str(tiny_clip_bundle)
+    # the clip bundle RAN: its tower was called in the always-on run, once per 16-frame snippet
+    assert clip["always_on"]["fine_fraction"] == pytest.approx(1 / 16, abs=0.02) and clip["c_fine_ms"] > 0
+    for cv in (clip, shipped):
+        assert _is_num(cv["speedup"]) and _is_num(cv["speedup_wall"]) and cv["threads"] == 1
+        assert cv["speedup"] == pytest.approx(cv["cascade"]["fps_cpu"] / cv["always_on"]["fps_cpu"], rel=1e-3)
+        assert cv["stream"]["frames"] == 50 and "built" not in cv["stream"]
+        assert cv["always_on"]["gate_duty"] == 1.0
+        assert cv["duty"] == pytest.approx(cv["cascade"]["fine_frames"] / cv["always_on"]["fine_frames"], abs=1e-4)
+        bound = (cv["c_coarse_ms"] + cv["c_fine_ms"]) / (cv["c_coarse_ms"] + cv["duty"] * cv["c_fine_ms"])
+        assert cv["bound"] == pytest.approx(bound, rel=1e-3) and cv["bound"] >= 1.0
+        assert cv["speedup_over_bound"] == pytest.approx(cv["speedup"] / cv["bound"], rel=1e-3)
+        assert _is_num(cv["auc_cascade"]) and _is_num(cv["auc_always_on"]) and _is_num(cv["auc_coarse_only"])
+        assert "score_t = 1 + (1 - p_normal_t)" in cv["score_definition"]
+    assert shipped["always_on"]["fine_fraction"] == 1.0
     rv = data["rwkv_vs_transformer"]
     assert [r["length"] for r in rv["rows"]] == list(torch_sections.FIG4_LENGTHS)
     assert rv["speedup_at_max_length"] == pytest.approx(0.0001 * 1750 / 0.01)
+    st = rv["streaming"]
+    assert [r["length"] for r in st["rows"]] == list(torch_sections.FIG4_LENGTHS) and st["rwkv_step_growth"] == 1.0
     assert data["end_to_end"]["soak"]["skipped"]
     # files next to --json
     for key in ("markdown", "latency_png", "rwkv_png", "json"):
         assert Path(data["files"][key]).is_file(), key
     assert Path(data["files"]["latency_png"]).read_bytes()[:4] == b"\x89PNG"
     md = Path(data["files"]["markdown"]).read_text()
-    assert "| coarse_backbone |" in md and "Fig. 4 analog" in md
+    assert "| coarse_backbone |" in md and "Fig. 4 analog" in md and "Streaming: cost per new frame" in md
+    assert "Cascade vs always-on: clip-vit-b16 bundle" in md and "Cascade vs always-on: shipped bundle" in md
 
 
 def _stub_sections(monkeypatch, fps: float):
@@ -120,12 +162,18 @@ def _stub_sections(monkeypatch, fps: float):
         "coarse_frame_to_score": dict(stage, fps=100.0, frame_size="16x16"), "threads": 1})
     monkeypatch.setattr(suite.stream, "read_frames", lambda source, n: [object()])
     monkeypatch.setattr(end_to_end, "end_to_end", lambda *a, **k: {
-        "fps": fps, "decode_fps": 400.0, "fps_vs_decode": fps / 400, "gate_duty": 0.1, "dropped": 0,
+        "fps": fps, "coarse_fps": 110.0, "fps_vs_coarse": fps / 110.0, "decode_fps": 400.0, "fps_vs_decode": fps / 400,
+        "gate_duty": 0.1, "dropped": 0,
         "peak_rss_mb": 150.0, "frames": 50, "decode": {"frames": 50, "media_fps": 25.0}, "how": "stub"})
     monkeypatch.setattr(cascade, "cascade_vs_always_on", lambda *a, **k: {
-        "speedup": 1.2, "auc_cascade": 0.7, "auc_always_on": 0.6, "auc_coarse_only": 0.7, "score_definition": "s",
-        "stream": {"frames": 50, "anomalous_fraction": 0.1}, "cascade": {"fps": 1, "fine_fraction": 0.1},
-        "always_on": {"fps": 1, "fine_fraction": 1.0}})
+        "speedup": 1.2, "bound": 1.3, "auc_cascade": 0.7, "auc_always_on": 0.6, "auc_coarse_only": 0.7,
+        "score_definition": "s", "stream": {"frames": 50, "anomalous_fraction": 0.1},
+        "cascade": {"fps": 1, "fine_fraction": 0.1}, "always_on": {"fps": 1, "fine_fraction": 1.0}})
+    monkeypatch.setattr(clip_cascade, "cascade_bundle", lambda given, progress: (None, "no clip bundle in this test"))
+    monkeypatch.setattr(suite.instructions, "valgrind_path", lambda: None)
+    monkeypatch.setattr(suite.threads, "thread_sweep", lambda *a, **k: {"backends": {}})
+    monkeypatch.setattr(suite.preroll_cost, "preroll_cost", lambda *a, **k: {})
+    monkeypatch.setattr(suite.threads, "pipeline_sweep", lambda *a, **k: {"fps": {"1": 9.0}, "order": [1], "recommended": 1})
     monkeypatch.setattr(torch_sections, "torch_status", lambda: (False, "torch off in this test"))
 
 
@@ -135,6 +183,8 @@ def test_assert_passes_within_and_fails_outside_tolerance(tiny, tmp_path, monkey
                         reference_dirs=(tmp_path / "ref",))
     first = run_bench(opts, say=lambda s: None)
     assert first["rwkv_vs_transformer"] == {"rows": [], "skipped": "torch off in this test"}
+    assert first["cascade_vs_always_on"]["skipped"] == "no clip bundle in this test"
+    assert first["instructions"]["skipped"].startswith("valgrind is not installed")
     assert Path(first["files"]["markdown"]).parent == tmp_path / "res"
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / "host.json").write_text(json.dumps(reference_from_result(first, "edge-vad bench --target host")))
@@ -162,6 +212,7 @@ def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     (["--device", "tpu"], "--device 'tpu'"),
     (["--source", "/nonexistent/video.mp4"], "no such video file"),
     (["--target", "coral-usb", "--assert"], "no reference figures for target 'coral-usb'"),
+    (["--cascade-bundle", "/nonexistent/clip-bundle"], "/nonexistent/clip-bundle"),
 ])
 def test_bad_input_is_one_line_exit_2(args, expected):
     proc = _cli(*args)

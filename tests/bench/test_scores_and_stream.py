@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_vad.bench.cascade import frame_auc, projected_speedup, system_scores
+from edge_vad.bench.cascade import bound_figures, frame_auc, gating_bound, system_scores
 from edge_vad.bench.stream import MAX_ANOMALOUS_FRACTION, dilute, read_labels, repeats_needed
 from edge_vad.bench.timing import summarise, time_calls
 from edge_vad.errors import EdgeVadError
@@ -38,10 +38,25 @@ def test_frame_auc_aligns_by_frame_index():
     assert frame_auc(np.zeros(4, np.uint8), frames, np.arange(5.0)) is None  # one class: undefined
 
 
-def test_projection_formula():
-    assert projected_speedup(10.0, 90.0, 1.0) == pytest.approx(1.0)
-    assert projected_speedup(10.0, 90.0, 0.0) == pytest.approx(10.0)
-    assert projected_speedup(20.0, 700.0, 0.1) == pytest.approx(720.0 / 90.0)
+def test_gating_bound_formula():
+    assert gating_bound(10.0, 90.0, 1.0) == pytest.approx(1.0)
+    assert gating_bound(10.0, 90.0, 0.0) == pytest.approx(10.0)
+    assert gating_bound(20.0, 700.0, 0.1) == pytest.approx(720.0 / 90.0)
+
+
+def test_bound_from_the_runs_stage_costs():
+    """C_coarse: mean of both runs' coarse stages per scored frame; C_fine: always-on's fine stages; duty: fine
+    frames of the cascade over those of always-on."""
+    cascade = {"frames_scored": 100, "fine_frames": 25,
+               "stage_cpu_s": {"preprocess": 0.2, "coarse": 1.0, "qacm": 0.0, "fine_encoder": 1.0, "fine_head": 0.1}}
+    always = {"frames_scored": 100, "fine_frames": 100,
+              "stage_cpu_s": {"preprocess": 0.2, "coarse": 1.2, "qacm": 0.0, "fine_encoder": 4.0, "fine_head": 0.4}}
+    out = bound_figures(cascade, always, speedup=2.0)
+    assert out["c_coarse_ms"] == pytest.approx(13.0) and out["c_fine_ms"] == pytest.approx(44.0)
+    assert out["duty"] == pytest.approx(0.25)
+    assert out["bound"] == pytest.approx((13.0 + 44.0) / (13.0 + 0.25 * 44.0), abs=1e-4)
+    assert out["speedup_over_bound"] == pytest.approx(2.0 / out["bound"], abs=1e-4)
+    assert bound_figures({**cascade, "stage_cpu_s": {}}, {**always, "stage_cpu_s": {}}, 2.0)["bound"] is None
 
 
 def test_summarise_percentiles():

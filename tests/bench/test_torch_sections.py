@@ -34,6 +34,16 @@ def fake_profiling(monkeypatch):
     mod.rwkv_vs_transformer = rwkv_vs_transformer
     mod.fine_stage_budget = fine_stage_budget
     monkeypatch.setitem(sys.modules, torch_sections.PROFILING_MODULE, mod)
+    streaming = types.ModuleType(torch_sections.STREAMING_MODULE)
+
+    def streaming_rows(lengths=(250,), device="cpu", **options):
+        calls["streaming"] = (tuple(lengths), device, options)
+        return [{"length": n, "rwkv_step_ms": 1.0 + n / 1e4, "transformer_window_ms": 1e-4 * n * n,
+                 "transformer_kv_ms": 1e-3 * n, "rwkv_state_bytes": 16384, "transformer_window_bytes": 2048 * n,
+                 "transformer_kv_bytes": 8192 * n} for n in lengths]
+
+    streaming.streaming_rows = streaming_rows
+    monkeypatch.setitem(sys.modules, torch_sections.STREAMING_MODULE, streaming)
     monkeypatch.setattr(torch_sections, "torch_status", lambda: (True, ""))
     return calls
 
@@ -45,6 +55,15 @@ def test_rwkv_rows_and_derived_figures(fake_profiling):
     assert out["skipped"] is None and out["max_length"] == 1750
     assert out["speedup_at_max_length"] == pytest.approx((1e-5 * 1750 ** 2 + 0.02 * 1750) / 17.5, rel=1e-3)
     assert out["rwkv_time_linearity_r2"] == pytest.approx(1.0)
+
+
+def test_streaming_rows_and_growth(fake_profiling):
+    out = torch_sections.rwkv_vs_transformer("cpu", skip=False)["streaming"]
+    assert fake_profiling["streaming"] == (torch_sections.FIG4_LENGTHS, "cpu", torch_sections.STREAMING_CPU_OPTIONS)
+    assert [r["length"] for r in out["rows"]] == list(torch_sections.FIG4_LENGTHS)
+    assert out["rwkv_step_growth"] == pytest.approx(1.175 / 1.025, abs=1e-3)
+    assert out["transformer_window_growth"] == pytest.approx(49.0) and out["transformer_kv_growth"] == pytest.approx(7.0)
+    assert fake_profiling["rwkv"]  # the whole-sequence sweep runs too
 
 
 def test_fine_reference_budget_passes_through(fake_profiling):

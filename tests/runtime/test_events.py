@@ -245,7 +245,9 @@ def test_clip_has_pre_and_post_roll_and_appears_only_when_complete(tmp_path):
     means = _read_video(final)
     assert len(means) == 31
     expected = [(i * 7) % 256 for i in range(10, 41)]
-    assert np.allclose(means, expected, atol=3)  # lossy mp4v + JPEG pre-roll, same frames in order
+    # lossy mp4v (about -3 levels on these greys) + the I420 ring (a grey comes back at most 1 level off):
+    # the same frames in order (neighbouring frames are 7 levels apart)
+    assert np.allclose(means, expected, atol=4)
 
 
 def test_ring_buffer_is_bounded_and_flush_finishes_open_clips(tmp_path):
