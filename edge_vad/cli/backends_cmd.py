@@ -26,6 +26,23 @@ def edgetpu_lines() -> list:
     return lines
 
 
+def choice_line(bundle_dir=None, precision=None) -> str:
+    """What `run` would choose here for a bundle (default: the shipped one) and why, as the run log says it."""
+    from edge_vad.bundle import default_bundle_dir, load_manifest
+    from edge_vad.errors import EdgeVadError
+    from edge_vad.runtime.backend_choice import choose_backend, live_host
+
+    try:
+        folder = bundle_dir or default_bundle_dir()
+        return f"{folder}: " + choose_backend(load_manifest(folder), None, live_host(), precision).line()
+    except EdgeVadError as exc:
+        return f"no backend of the bundle can run here: {exc}"
+    finally:
+        from edge_vad.backends.edgetpu_runtime import release_probed
+
+        release_probed()
+
+
 def list_backends(console: Console | None = None) -> int:
     """Print one row per registered backend, then the Edge TPUs; returns the exit code (0: listing never fails)."""
     table = Table(title="edge-vad inference backends")
@@ -41,4 +58,5 @@ def list_backends(console: Console | None = None) -> int:
     console.print(table)
     for line in edgetpu_lines():
         console.print(escape(line))
+    console.print(escape("run would choose, for " + choice_line()))
     return 0

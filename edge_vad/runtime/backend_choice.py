@@ -8,8 +8,12 @@ Automatic order (first that can run wins):
 2. The Edge TPU, only where the bundle has models compiled for it (edgetpu_compiler), the Coral runtime is
    installed, its interpreter pair is not one reported to fail (edge_vad.backends.coral_pairs), AND the delegate
    really loads (probed; the probe's delegate is kept for the first interpreter, so the device is opened once).
-3. The CPU (`cpu_choice`): the fp32 ONNX graphs on onnxruntime (the most accurate there), else the int8 TFLite
-   models on the TFLite interpreter. Issue 16 extends this step (int8 where the bundle's parity record allows).
+3. The CPU (`cpu_choice`): the int8 TFLite models on the TFLite interpreter (XNNPACK) where the bundle's parity
+   record says int8 matches fp32 (every coarse int8 model has parity checks and all pass: `int8_parity`), since
+   that is the fastest correct path on a CPU (docs/performance.md); else the fp32 ONNX graphs on onnxruntime.
+   `precision` (--precision, [runtime] precision) overrides: "fp32" keeps the fp32 graphs (and skips the int8-only
+   Edge TPU), "int8" takes the int8 models whatever their parity; "fp16" is a TensorRT precision, so a CPU runs
+   fp32 and says so.
 
 `BackendChoice.reasons` says why this backend and why not the better ones, so the run log says in one INFO line
 which path it took. An explicit backend that cannot run is one error line with the fix.
@@ -22,10 +26,12 @@ from typing import Callable, List, Optional, Tuple
 
 from edge_vad.backends import BackendStatus, backend_status
 from edge_vad.bundle.manifest import Manifest, TargetProfile
+from edge_vad.config import PRECISIONS
 from edge_vad.errors import EdgeVadError, MissingDependency
 
 EDGETPU = "edgetpu"
 COARSE_STAGES = ("coarse_backbone", "coarse_head")
+INT8_TARGET = "tflite-int8"
 TARGET_FOR_BACKEND = {"onnxruntime": "onnx", "tensorrt": "tensorrt", "tflite": "tflite-int8",
                       "edgetpu": "tflite-int8,edgetpu"}
 COMPILE_HINT = ("the bundle has no models compiled for the Edge TPU; run `edge-vad models compile-edgetpu BUNDLE --out "
@@ -83,13 +89,48 @@ def serving_target(manifest: Manifest, backend: str) -> Optional[str]:
     return None
 
 
-def cpu_choice(manifest: Manifest, host: HostProbe) -> Tuple[Optional[Tuple[str, str]], List[str]]:
-    """((target, backend) or None, reasons) for the CPU: fp32 ONNX on onnxruntime first (the reference graphs,
-    the most accurate on a CPU), then a TensorRT target's ONNX on onnxruntime, then int8 TFLite."""
+def int8_parity(manifest: Manifest, target: str = INT8_TARGET) -> Tuple[bool, str]:
+    """(int8 may stand in for fp32, why): every coarse-stage int8 model of `target` carries parity checks against
+    fp32 (written by the export, e.g. the head's clip AUC int8 vs fp32) and every one passed."""
+    if target not in manifest.targets:
+        return False, f"the bundle has no {target} target"
+    arts = [(n, manifest.artifacts[n]) for n in manifest.targets[target].artifacts
+            if manifest.artifacts[n].precision == "int8" and manifest.artifacts[n].stage in COARSE_STAGES]
+    if not arts:
+        return False, f"target {target} has no int8 coarse models"
+    failed = [f"{n}.{k}" for n, a in arts for k, c in a.parity.items() if not c.passed]
+    unchecked = [n for n, a in arts if not a.parity]
+    if failed or unchecked:
+        return False, "int8 parity " + ("failed: " + ", ".join(failed) if failed else
+                                         "not recorded for " + ", ".join(unchecked))
+    checks = [f"{k} {c.value:.4g} {c.compare} {c.tolerance:g}" for _, a in arts for k, c in a.parity.items()]
+    return True, "int8 parity passed (" + "; ".join(checks) + ")"
+
+
+def cpu_choice(manifest: Manifest, host: HostProbe,
+               precision: Optional[str] = None) -> Tuple[Optional[Tuple[str, str]], List[str]]:
+    """((target, backend) or None, reasons) for the CPU (module doc, step 3): int8 TFLite first where its parity
+    passed (or precision "int8"), else fp32 ONNX on onnxruntime (a TensorRT target's ONNX too), else int8."""
     reasons: List[str] = []
-    order = [("onnx", "onnxruntime", "CPU: onnxruntime runs the fp32 ONNX graphs (the most accurate on a CPU)"),
-             ("tensorrt", "onnxruntime", "CPU: onnxruntime runs the fp32 ONNX graphs of the tensorrt target"),
-             ("tflite-int8", "tflite", "CPU: the TFLite interpreter runs the int8 models")]
+    fp32 = [("onnx", "onnxruntime", "CPU: onnxruntime runs the fp32 ONNX graphs"),
+            ("tensorrt", "onnxruntime", "CPU: onnxruntime runs the fp32 ONNX graphs of the tensorrt target")]
+    int8_ok, int8_why = int8_parity(manifest)
+    if precision == "fp16":
+        reasons.append("precision fp16 is a TensorRT precision: the CPU runs fp32")
+        precision = "fp32"
+    if precision == "int8":
+        int8 = [(INT8_TARGET, "tflite", f"CPU: the TFLite interpreter runs the int8 models (precision int8; {int8_why})")]
+        order = int8 + fp32
+    elif precision == "fp32":
+        order = fp32 + [(INT8_TARGET, "tflite", "CPU: the TFLite interpreter runs the int8 models (no fp32 graphs)")]
+        reasons.append("precision fp32 asked for")
+    elif int8_ok:
+        order = [(INT8_TARGET, "tflite", f"CPU: the TFLite interpreter runs the int8 models (XNNPACK), faster than "
+                                         f"fp32 on a CPU; {int8_why}")] + fp32
+    else:
+        order = fp32 + [(INT8_TARGET, "tflite", "CPU: the TFLite interpreter runs the int8 models")]
+        if INT8_TARGET in manifest.targets:
+            reasons.append(f"int8 not preferred: {int8_why}")
     order += [(n, b, f"CPU: {b} runs target {n}") for n, t in manifest.targets.items() for b in t.backends
               if b not in (EDGETPU, "tensorrt")]
     for target, backend, why in order:
@@ -98,7 +139,13 @@ def cpu_choice(manifest: Manifest, host: HostProbe) -> Tuple[Optional[Tuple[str,
         status = host.status(backend)
         if status.available:
             return (target, backend), reasons + [why]
+        if precision == "int8" and target == INT8_TARGET:  # asked for: never a silent fp32 instead
+            raise MissingDependency(f"precision int8 on a CPU needs the TFLite interpreter: {status.reason}; "
+                                    f"{status.detail}")
         reasons.append(f"{backend}: {status.reason}")
+    if precision == "int8":
+        raise EdgeVadError(f"precision int8 asked for, but the bundle has no {INT8_TARGET} target; re-export with "
+                           f"--targets onnx,{INT8_TARGET} or drop --precision")
     return None, reasons
 
 
@@ -121,8 +168,11 @@ def _requested(manifest: Manifest, requested: str, host: HostProbe) -> BackendCh
     return BackendChoice(target, requested, ("requested",))
 
 
-def choose_backend(manifest: Manifest, requested: Optional[str], host: HostProbe) -> BackendChoice:
-    """The (target, backend) to run and why (see the module doc)."""
+def choose_backend(manifest: Manifest, requested: Optional[str], host: HostProbe,
+                   precision: Optional[str] = None) -> BackendChoice:
+    """The (target, backend) to run and why (see the module doc). `precision`: None or one of PRECISIONS."""
+    if precision is not None and precision not in PRECISIONS:
+        raise EdgeVadError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if requested:
         return _requested(manifest, requested, host)
     reasons: List[str] = []
@@ -133,7 +183,9 @@ def choose_backend(manifest: Manifest, requested: Optional[str], host: HostProbe
             return BackendChoice(trt, "tensorrt", ("TensorRT is installed and the bundle has a tensorrt target",))
         reasons.append(f"TensorRT not used: {status.reason}")
     tpu = serving_target(manifest, EDGETPU)
-    if tpu is None:
+    if tpu is not None and precision == "fp32":
+        reasons.append("Edge TPU not used: it runs int8 only and precision fp32 was asked for")
+    elif tpu is None:
         has_int8 = any(a.format == "tflite" for a in manifest.artifacts.values())
         reasons.append("Edge TPU not used: the bundle has no models compiled for it"
                        + (" (edge-vad models compile-edgetpu)" if has_int8 else ""))
@@ -143,7 +195,7 @@ def choose_backend(manifest: Manifest, requested: Optional[str], host: HostProbe
         if why is None:
             return BackendChoice(tpu, EDGETPU, ("the Edge TPU delegate loaded and the bundle has compiled models",))
         reasons.append(f"Edge TPU not used: {why}")
-    cpu, cpu_reasons = cpu_choice(manifest, host)
+    cpu, cpu_reasons = cpu_choice(manifest, host, precision)
     if cpu is None:
         raise MissingDependency(f"no backend of the bundle's targets can run here ({'; '.join(reasons + cpu_reasons)}); "
                                 "run `edge-vad models backends` to see what to install")

@@ -95,7 +95,7 @@ def plan_backends(manifest: Manifest, bundle_dir: Path, requested: Optional[str]
     reasons are logged as one INFO line; `host` (default: this machine) answers what can run here."""
     runtime = runtime or RuntimeConfig()
     host = host or live_host(runtime.edgetpu_device)
-    choice: BackendChoice = choose_backend(manifest, requested, host)
+    choice: BackendChoice = choose_backend(manifest, requested, host, runtime.precision)
     log.info("%s", choice.line())
     threads, threads_source = resolve_threads(runtime)
     try:

@@ -30,6 +30,8 @@ from edge_vad.runtime.backend_choice import HostProbe, choose_backend, live_edge
 from edge_vad_test_support import bundles
 from edge_vad_test_support.edgetpu_standin import TPUS_ENV, build_libedgetpu, install_compiler, path_with
 
+# the shipped bundle's int8 parity passed, so a CPU runs its int8 models (edge_vad.runtime.backend_choice, step 3)
+CPU_CHOICE = ("tflite-int8", "tflite")
 REAL_NO_TPU = "Failed to load delegate from libedgetpu.so.1\n"  # str(ValueError) of load_delegate, no TPU attached
 
 
@@ -67,9 +69,9 @@ def fake_library(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_bundle_without_compiled_models_runs_on_the_cpu_with_libedgetpu_present() -> None:
     choice = choose_backend(load_manifest(default_bundle_dir()), None, _host())
-    assert (choice.target, choice.backend) == ("onnx", "onnxruntime")
+    assert (choice.target, choice.backend) == CPU_CHOICE
     assert "Edge TPU not used: the bundle has no models compiled for it" in choice.line()
-    assert "CPU: onnxruntime runs the fp32 ONNX graphs" in choice.line() and "\n" not in choice.line()
+    assert "CPU: the TFLite interpreter runs the int8 models" in choice.line() and "\n" not in choice.line()
 
 
 def test_the_real_delegate_error_falls_back_to_the_cpu_in_one_line(fake_library) -> None:
@@ -80,7 +82,7 @@ def test_the_real_delegate_error_falls_back_to_the_cpu_in_one_line(fake_library)
         raise ValueError(REAL_NO_TPU)
 
     choice = choose_backend(_compiled_manifest(), None, _host(lambda d: etr.probe_delegate(d, load_delegate)))
-    assert (choice.target, choice.backend) == ("onnx", "onnxruntime")
+    assert (choice.target, choice.backend) == CPU_CHOICE
     line = choice.line()
     assert "Edge TPU not used: no Edge TPU found on USB or PCIe (Failed to load delegate from libedgetpu.so.1)" in line
     assert "\n" not in line and calls == [("libedgetpu.so.1", {})]
@@ -111,7 +113,7 @@ def test_a_pair_reported_to_fail_is_not_probed(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(etr, "edgetpu_interpreter", lambda *a: ("tflite_runtime", verdict))
     monkeypatch.setattr(etr, "probe_delegate", lambda *a: pytest.fail("probed a pair reported to segfault"))
     choice = choose_backend(_compiled_manifest(), None, _host(live_edgetpu))
-    assert choice.backend == "onnxruntime"
+    assert choice.backend == CPU_CHOICE[1]
     assert "tflite-runtime 2.14.0 with libedgetpu 16.0" in choice.line() and "reported to fail" in choice.line()
 
 
@@ -131,8 +133,8 @@ def test_explicit_edgetpu_that_cannot_run_is_one_line_with_the_fix(fake_library)
     assert "plug the Coral accelerator in" in text and "drop --backend to run on the CPU" in text
 
 
-def test_the_cpu_preference_is_kept_onnxruntime_then_int8_tflite() -> None:
-    choice = choose_backend(load_manifest(default_bundle_dir()), None, _host(missing=("onnxruntime",)))
+def test_with_precision_fp32_and_no_onnxruntime_the_cpu_runs_int8_tflite() -> None:
+    choice = choose_backend(load_manifest(default_bundle_dir()), None, _host(missing=("onnxruntime",)), "fp32")
     assert (choice.target, choice.backend) == ("tflite-int8", "tflite")
     assert "onnxruntime: onnxruntime not installed" in choice.line() and "CPU: the TFLite interpreter" in choice.line()
 
@@ -269,7 +271,7 @@ def test_a_compiled_bundle_runs_through_the_edgetpu_backend(standin: Path, compi
         models.close()
     monkeypatch.delenv(TPUS_ENV)
     plan = plan_backends(manifest, compiled_bundle, fine=False)
-    assert plan.backend == "onnxruntime" and "Failed to load delegate from" in "; ".join(plan.reasons)
+    assert plan.backend == CPU_CHOICE[1] and "Failed to load delegate from" in "; ".join(plan.reasons)
 
 
 # ------------------------------------------------------------------ the README's first command, Coral runtime present
@@ -293,11 +295,11 @@ def test_readme_first_command_with_libedgetpu_and_no_tpu(standin: Path, compiled
     clip = bundles.write_video(tmp_path / "sample-2.4s.mp4", frames, 25.0)
     proc = _readme_run(clip, tmp_path, standin.parent)
     assert proc.returncode == 0, proc.stderr
-    assert "backend onnxruntime (bundle target onnx): " in proc.stderr
+    assert "backend tflite (bundle target tflite-int8): " in proc.stderr
     assert "Edge TPU not used: the bundle has no models compiled for it" in proc.stderr
     assert (tmp_path / "report" / "scores.csv").is_file() and "Traceback" not in proc.stderr
     # The same with a bundle that has compiled models: the delegate's own message, then the CPU.
     proc = _readme_run(clip, tmp_path, standin.parent, compiled_bundle)
     assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stderr.splitlines() if "backend onnxruntime (bundle target onnx)" in x)
+    line = next(x for x in proc.stderr.splitlines() if "backend tflite (bundle target tflite-int8)" in x)
     assert "Edge TPU not used: no Edge TPU found on USB or PCIe (Failed to load delegate from libedgetpu.so.1)" in line
