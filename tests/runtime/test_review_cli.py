@@ -108,7 +108,7 @@ def test_events_follow_prints_appended_records(tmp_path: Path):
         assert json.loads(lines.get(timeout=10))["id"] == "bbbbbbbb-2"
         assert json.loads(lines.get(timeout=10))["type"] == "end"
         proc.send_signal(signal.SIGINT)  # Ctrl-C ends a follow cleanly, like journalctl -f
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0  # generous: interpreter exit on a loaded 2-core CI machine
         assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
