@@ -93,7 +93,9 @@ def export_int8(work: ExportWork, backbone: Any, student: Any) -> dict[str, str]
     checks = px.int8_feature_checks(fp32, int8, ["feature", "trunk_feature"])
     tflite_artifact(work, "coarse_backbone_int8", "coarse_backbone", report, checks, "coarse_backbone")
 
-    if qacm_module is not None:
+    corrected = qacm_module is not None and hasattr(student, "logit_nchw") and \
+        int8_window_head(work, backbone, runner, student, hook)
+    if qacm_module is not None and not corrected:
         progress.step("QACM student -> full-int8 TFLite")
         features = frames_head_inputs([ort_backbone(work, x) for x in nchw[:, None]], work.head_input,
                                       backbone.branch_channels)
@@ -105,6 +107,41 @@ def export_int8(work: ExportWork, backbone: Any, student: Any) -> dict[str, str]
         qchecks = auc_check(work, backbone, runner, hook.TfliteRunner(qpath), student)
         tflite_artifact(work, "qacm_int8", "coarse_head", qreport, qchecks, "qacm", window=int(student.window))
     return {k: v for k, v in hook.tool_versions().items() if k not in ("torch", "numpy")}
+
+
+def int8_window_head(work: ExportWork, backbone: Any, bb_int8: Any, student: Any, hook: Any) -> bool:
+    """The window-statistics head in int8, bias-corrected for the int8 backbone and calibrated on its windows
+    (edge_vad_export.int8_head_bias); parity: clip AUC, and the int8 path's logit shift and frame AUC. False (and a
+    warning) without enough labelled clips under --calib: the caller converts the head uncorrected and unchecked,
+    which keeps a CPU on the fp32 graphs by default (edge_vad.runtime.backend_choice)."""
+    import torch
+
+    from edge_vad_export import int8_head_bias as hb
+    from edge_vad_export import parity as px
+
+    clips = px.labelled_clips(work.plan.calib)
+    est_clips, check_clips = hb.split_clips(clips)
+    if min(sum(1 for c in check_clips if c[1] == lab) for lab in (0, 1)) < MIN_VALIDATION_CLIPS_PER_LABEL // 2:
+        work.progress.warn(f"int8 head not bias-corrected: that needs >= {MIN_VALIDATION_CLIPS_PER_LABEL} clips in each "
+                           f"of a normal and an anomaly sub-folder of --calib (e.g. noFight/ and fight/); found "
+                           f"{len(clips)} labelled clips")
+        return False
+    step = max(1, len(est_clips) // (2 * VALIDATION_CLIPS_PER_LABEL))
+    work.progress.step(f"window head -> full-int8 TFLite (bias correction on {len(est_clips[::step])} clips)")
+    estimate = hb.estimate(work, backbone, bb_int8, student, est_clips[::step])
+    head = hb.corrected_head(student, estimate.logit_shift)
+    _, module = int8_modules(backbone, head)
+    calib_q = estimate.windows_int8.transpose(0, 2, 1)[:, :, None, :]  # [N, D, 1, W] NCHW
+    qpath = work.writer.path(FILES["qacm_int8"])
+    qreport = hook.convert_full_int8(module, torch.zeros(1, student.in_dim, 1, student.window), [calib_q], qpath,
+                                     input_name="features")
+    head_int8 = hook.TfliteRunner(qpath)
+    step = max(1, len(check_clips) // (2 * VALIDATION_CLIPS_PER_LABEL))
+    checks = {**auc_check(work, backbone, bb_int8, head_int8, student),
+              **hb.score_checks(work, backbone, bb_int8, head_int8, work.writer.path(FILES["qacm"]),
+                                check_clips[::step], estimate)}
+    tflite_artifact(work, "qacm_int8", "coarse_head", qreport, checks, "qacm", window=int(student.window))
+    return True
 
 
 def auc_check(work: ExportWork, backbone: Any, bb_int8: Any, qacm_int8: Any, student: Any) -> dict[str, dict[str, Any]]:
