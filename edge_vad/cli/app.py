@@ -70,9 +70,10 @@ def _root(
     root.setLevel(level)
 
 
-PRECISION_HELP = ("The backend's precision: fp32, fp16 or int8 (TensorRT engines; default: the config's runtime "
-                  "precision setting, else the bundle's, fp16). int8 needs a bundle exported with --calib and a GPU with fast "
-                  "int8 (not the Jetson Nano).")
+PRECISION_HELP = ("The backend's precision: fp32, fp16 or int8. TensorRT: the engines' (default: the config's runtime "
+                  "precision setting, else the bundle's, fp16; int8 needs a bundle exported with --calib and a GPU with "
+                  "fast int8, not the Jetson Nano). CPU: int8 runs the int8 TFLite models, fp32 the ONNX graphs (default: "
+                  "int8 where the bundle's int8 parity passed).")
 
 
 @app.command("validate-config")
