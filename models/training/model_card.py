@@ -81,7 +81,7 @@ def bundle_lines(out_dir: Path) -> list[str]:
     lines = []
     for name, art in manifest["artifacts"].items():
         for check, p in (art.get("parity") or {}).items():
-            if "auc" in check or "cosine" in check:
+            if art.get("precision") == "int8":
                 lines.append(f"- {art['file']}: {check} {p['value']:.4f} (limit {p['compare']} {p['tolerance']}; "
                              f"{'pass' if p['pass'] else 'FAIL'}); {p.get('detail', '')}")
     return lines or ["(the bundle records no int8 checks)"]
