@@ -41,8 +41,12 @@ LATENCY_THREADS = 1  # the issue's coarse figure is "on one core": every stage i
 
 
 def choose_backend(manifest: Manifest, profile: TargetProfile) -> Tuple[str, str]:
-    """(backend, why): the target's first preferred backend that runs here AND that the bundle has artifacts
-    for; else the runtime's automatic choice on this machine (labelled as not the target's)."""
+    """(backend, why): what `run` itself chooses here when the target lists it (on a CPU: int8 TFLite where the
+    bundle's int8 parity passed); else the target's first preferred backend that runs here AND that the bundle
+    has artifacts for; else the runtime's automatic choice on this machine (labelled as not the target's)."""
+    _, auto = choose_target(manifest, None)
+    if auto in profile.preferred_backends:
+        return auto, f"{auto}: what `edge-vad run` chooses on this machine (edge_vad.runtime.backend_choice)"
     for name in profile.preferred_backends:
         status = backend_status(name)
         if status.available and serving_target(manifest, name) is not None \
