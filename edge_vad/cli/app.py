@@ -370,11 +370,11 @@ def features_extract(
 @explain_app.command("heatmap")
 def explain_heatmap(
     source: Path = typer.Option(..., "--source", help="Video file or folder of frames."),
-    out: Path = typer.Option(..., "--out", help="Folder for overlays/*.jpg, contact_sheet.png, teacher_vs_student.png, heatmaps.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for overlays/*.jpg, contact_sheet.png, heatmaps.json (and teacher_vs_student.png for class-activation checkpoints)."),
     checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt), or `default`."),
     top: int = typer.Option(8, "--top", min=1, help="How many of the highest-scoring frames to show."),
 ) -> None:
-    """Heatmap overlays for the highest-scoring frames, a contact sheet and teacher vs student (paper Fig. 7)."""
+    """Heatmap overlays (the device's heatmap) for the highest-scoring frames, a contact sheet, teacher vs student (Fig. 7)."""
     from edge_vad.cli.explain_cmd import heatmap
 
     heatmap(source, out, checkpoint, top)
@@ -388,7 +388,7 @@ def explain_pointing(
     checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt), or `default`."),
     tolerance: int = typer.Option(0, "--tolerance", min=0, help="Pixels of slack around the mask (0: exactly on it)."),
 ) -> None:
-    """Pointing-game hit rate of the teacher and student heatmaps against pixel masks."""
+    """Pointing-game hit rate of the checkpoint's heatmaps (the device's) against pixel masks."""
     from edge_vad.cli.explain_cmd import pointing
 
     pointing(frames, masks, json_out, checkpoint, tolerance)
@@ -399,32 +399,34 @@ def explain_tsne(
     features_from: str = typer.Option("default", "--features-from", help="Checkpoint folder (coarse.pt + fine.pt), or `default`."),
     out: Path = typer.Option(..., "--out", help="Figure (.png); the numbers go beside it as .json."),
     data: Path = typer.Option(Path("../shared/data"), "--data", help="Folder holding fight-surv/ and ucsd-ped2/."),
-    cache: Optional[Path] = typer.Option(Path("runs/cache/trunk"), "--cache", help="Trunk-map cache of `edge-vad train default` (videos not in it are computed)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use at most N validation videos (evenly spread)."),
+    cache: Optional[Path] = typer.Option(Path("runs/cache/frames"), "--cache", help="Frame cache of `edge-vad train default` (trunk maps; videos not in it are computed)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use at most N held-out videos (evenly spread)."),
     seed: int = typer.Option(0, "--seed", help="t-SNE random state."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Videos held out by this cross-validation fold (default: every fold's, each video once)."),
 ) -> None:
-    """t-SNE of fine video features and class text embeddings (paper Fig. 8)."""
+    """t-SNE of fine video features and class text embeddings (paper Fig. 8), on the folds' held-out videos."""
     from edge_vad.cli.explain_cmd import tsne
 
-    tsne(features_from, out, data, cache, limit, seed)
+    tsne(features_from, out, data, cache, limit, seed, fold)
 
 
 @explain_app.command("lime")
 def explain_lime(
-    videos: Optional[int] = typer.Option(None, "--videos", min=1, help="Number of validation videos (evenly spread; default all)."),
+    videos: Optional[int] = typer.Option(None, "--videos", min=1, help="Number of held-out videos (evenly spread; default all)."),
     json_out: Path = typer.Option(..., "--json", help="Write the R^2 figures and the method here (atomically)."),
     checkpoint: str = typer.Option("default", "--checkpoint", help="Checkpoint folder (coarse.pt, fine.pt), or `default`."),
     data: Path = typer.Option(Path("../shared/data"), "--data", help="Folder holding fight-surv/ and ucsd-ped2/."),
-    cache: Optional[Path] = typer.Option(Path("runs/cache/trunk"), "--cache", help="Trunk-map cache of `edge-vad train default`."),
+    cache: Optional[Path] = typer.Option(Path("runs/cache/frames"), "--cache", help="Frame cache of `edge-vad train default` (trunk maps)."),
     segments: int = typer.Option(8, "--segments", min=2, help="Temporal segments per video (the surrogate's features)."),
     samples: int = typer.Option(256, "--samples", min=4, help="Perturbed copies per video."),
     fill: str = typer.Option("mean", "--fill", help="Switched-off segments become the video's mean feature (`mean`) or `zeros`."),
     seed: int = typer.Option(0, "--seed", help="Random state of the masks."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="Videos held out by this cross-validation fold (default: every fold's, each video once)."),
 ) -> None:
-    """LIME-style surrogate R^2 for the coarse and the fine stage (paper Table IX)."""
+    """LIME-style surrogate R^2 for the coarse and the fine stage (paper Table IX), on the folds' held-out videos."""
     from edge_vad.cli.explain_cmd import lime
 
-    lime(videos, json_out, checkpoint, data, cache, segments, samples, fill, seed)
+    lime(videos, json_out, checkpoint, data, cache, segments, samples, fill, seed, fold)
 
 
 @models_app.command("info")

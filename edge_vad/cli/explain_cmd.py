@@ -39,30 +39,30 @@ def pointing(frames: Sequence[Path], masks: Path, json_out: Path, checkpoint: st
 
     report = pointing_game(frames, masks, checkpoint, tolerance=tolerance)
     write_pointing(report, json_out)
-    heads = [h for h in ("student", "teacher") if h in report]
     print(f"pointing game over {report['n_frames']} frames: "
-          + ", ".join(f"{h} {report[h]['hit_rate']:.3f}" for h in heads)
+          + ", ".join(f"{m} {report[m]['hit_rate']:.3f}" for m in report["maps"])
           + f", chance {report['chance']['hit_rate']:.3f} -> {json_out}")
     return report
 
 
-def tsne(features_from: str, out: Path, data: Path, cache: Optional[Path], limit: Optional[int], seed: int) -> dict:
+def tsne(features_from: str, out: Path, data: Path, cache: Optional[Path], limit: Optional[int], seed: int,
+         fold: Optional[int] = None) -> dict:
     _require_torch()
     from edge_vad_models.explain.tsne import explain_tsne
 
-    summary = explain_tsne(out, features_from, data, cache, limit, seed)
+    summary = explain_tsne(out, features_from, data, cache, limit, seed, fold)
     print(json.dumps({k: summary[k] for k in ("figure", "n_videos", "n_snippets", "nearest_text_accuracy",
                                               "silhouette_cosine")}, indent=2))
     return summary
 
 
 def lime(videos: Optional[int], json_out: Path, checkpoint: str, data: Path, cache: Optional[Path], segments: int,
-         samples: int, fill: str, seed: int) -> dict:
+         samples: int, fill: str, seed: int, fold: Optional[int] = None) -> dict:
     _require_torch()
     from edge_vad_models.explain.lime_r2 import LimeConfig, explain_lime
 
     cfg = LimeConfig(segments=segments, samples=samples, fill=fill, seed=seed)
-    report = explain_lime(videos, json_out, checkpoint, data, cache, cfg)
+    report = explain_lime(videos, json_out, checkpoint, data, cache, cfg, fold)
     stages = {s: report[s]["r2_mean"] for s in ("coarse", "fine") if report.get(s)}
     print(f"LIME surrogate R^2 over {len(report['videos'])} videos: "
           + ", ".join(f"{s} {v:.3f}" if v is not None else f"{s} undefined" for s, v in stages.items())

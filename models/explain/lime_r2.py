@@ -13,11 +13,17 @@ For one video with per-frame features X [T, d]:
 A video whose output does not change under any mask has no defined R^2; it is counted, not averaged.
 
 Outputs explained:
-- coarse: the QACM student's video score = mean of its k highest per-frame probabilities, k = max(1, T // 16)
-  (the MIL top-k convention the heads are trained with), on pooled F_A features;
+- coarse: the deployed student's video score = mean of its k highest per-frame probabilities, k = max(1, T // 16)
+  (the MIL top-k convention the heads are trained with). The perturbed per-frame features are what the head
+  input is built from: pooled F_A for "feature" / "feature+motion" checkpoints (the motion part is rebuilt
+  from the perturbed features, as on the device); for "trunk+fa-motion" checkpoints the head input rows
+  themselves ([pooled trunk, mean and max |F_A(t) - F_A(t-1)|]), since the F_A change comes from maps that a
+  pooled feature cannot rebuild: a switched-off frame's trunk feature and F_A change become the video's mean;
 - fine: the fine stage's video probability of the class it predicts for the unperturbed video, on pooled trunk
   features; a switched-off frame's description becomes the table's generic fallback row ("no description").
-The paper measures on XD-Violence, which is not available here: we use the checkpoint's validation videos.
+The paper measures on XD-Violence, which is not available here: we use the videos the checkpoint's
+cross-validation folds hold out (edge_vad_models.explain.held_out_clips; all folds, or one with `fold`). The
+shipped models are refitted on all of them after cross-validation, so for those models they are training videos.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ import torch
 from edge_vad.constants import MIL_TOPK_DIVISOR
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
-from edge_vad.head_input import FEATURE, head_inputs
-from edge_vad_models.explain import DEFAULT_TRUNK_CACHE, TrunkSource, spread, validation_clips
+from edge_vad.head_input import FEATURE, TRUNK_FA_MOTION, head_inputs
+from edge_vad_models.explain import DEFAULT_TRUNK_CACHE, TrunkSource, held_out_clips, spread
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +140,10 @@ def lime_r2(features: np.ndarray, predict: Predictor, cfg: LimeConfig = LimeConf
 
 def coarse_predictor(student: torch.nn.Module, head_input: str = FEATURE) -> Predictor:
     """Student video score: mean of the top-k per-frame probabilities, k = max(1, T // 16). The perturbed pooled
-    features become the student's input as on the device (edge_vad.head_input)."""
+    features become the student's input as on the device (edge_vad.head_input); for "trunk+fa-motion" the
+    perturbed rows already are its input (module doc)."""
     def predict(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        inputs = np.stack([head_inputs(v, head_input) for v in x])
+        inputs = x if head_input == TRUNK_FA_MOTION else np.stack([head_inputs(v, head_input) for v in x])
         with torch.no_grad():
             probs = torch.sigmoid(student(torch.from_numpy(inputs)))
         k = max(1, probs.shape[1] // MIL_TOPK_DIVISOR)
@@ -172,8 +179,9 @@ def _summary(fits: dict) -> dict:
 
 def explain_lime(n_videos: Optional[int], json_out: Path, checkpoint: Union[str, Path] = "default",
                  data_root: Path = Path("../shared/data"), cache_dir: Optional[Path] = DEFAULT_TRUNK_CACHE,
-                 cfg: LimeConfig = LimeConfig()) -> dict:
-    """Surrogate R^2 of both stages over `n_videos` validation videos (spread over the list); writes `json_out`."""
+                 cfg: LimeConfig = LimeConfig(), fold: Optional[int] = None) -> dict:
+    """Surrogate R^2 of both stages over `n_videos` held-out videos of fold `fold` (None: of every fold), spread
+    over the list; writes `json_out`."""
     from edge_vad_models.checkpoint import default_checkpoint_dir, load_coarse
     from edge_vad_models.features import TrunkRunner
     from edge_vad_models.training.fine import load_fine
@@ -183,17 +191,21 @@ def explain_lime(n_videos: Optional[int], json_out: Path, checkpoint: Union[str,
     if ckpt.student is None:
         raise EdgeVadError(f"{folder} has no distilled student; LIME explains the deployed coarse head")
     fine, meta = load_fine(folder) if (folder / "fine.pt").is_file() else (None, None)
-    clips = spread(validation_clips(folder, data_root), n_videos)
+    clips = spread(held_out_clips(folder, data_root, fold), n_videos)
     trunk = TrunkSource(cache_dir, lambda: TrunkRunner(ckpt.backbone))
     rng = np.random.default_rng(cfg.seed)
     coarse_fits, fine_fits, fine_targets = {}, {}, {}
     for clip in clips:
         maps = torch.from_numpy(np.asarray(trunk(clip), dtype=np.float32))
         with torch.no_grad():
-            fa = ckpt.backbone.branch(maps).mean(dim=(2, 3)).numpy()
+            fa_maps = ckpt.backbone.branch(maps).numpy()
             pooled = maps.mean(dim=(2, 3))
             ids = ckpt.backbone.classifier(pooled).argmax(dim=1).numpy()
-        coarse_fits[clip.name] = lime_r2(fa, coarse_predictor(ckpt.student, ckpt.head_input), cfg, rng)
+        fa = fa_maps.mean(axis=(2, 3))
+        # trunk+fa-motion: perturb the head input rows (module doc); otherwise the pooled F_A it is built from
+        coarse_x = (head_inputs(fa, TRUNK_FA_MOTION, pooled.numpy(), fa_maps) if ckpt.head_input == TRUNK_FA_MOTION
+                    else fa)
+        coarse_fits[clip.name] = lime_r2(coarse_x, coarse_predictor(ckpt.student, ckpt.head_input), cfg, rng)
         if fine is not None:
             rows = np.asarray(meta["description_rows"], dtype=np.int64)[ids]
             with torch.no_grad():
@@ -211,14 +223,20 @@ def explain_lime(n_videos: Optional[int], json_out: Path, checkpoint: Union[str,
             "surrogate": f"sklearn Ridge(alpha={cfg.ridge_alpha}) on the masks, weighted by the kernel",
             "r2": "sklearn r2_score(model output, surrogate, sample_weight=kernel) on the perturbation set, "
                   "clipped to [0, 1] per video; r2_mean = mean over videos",
-            "coarse_output": "QACM student video score: mean of the top max(1, T // 16) frame probabilities "
-                             "(pooled F_A features)",
+            "coarse_output": f"{ckpt.raw.get('student_kind', 'qacm')} student video score: mean of the top "
+                             "max(1, T // 16) frame probabilities, perturbing "
+                             + ("the head input rows (pooled trunk + F_A motion)" if ckpt.head_input == TRUNK_FA_MOTION
+                                else "pooled F_A features"),
             "fine_output": "fine-stage video probability of the class predicted on the unperturbed video (pooled "
                            "trunk features; switched-off frames get the generic fallback description)",
-            "data": "the checkpoint's validation videos (the paper used XD-Violence, not available here)",
+            "data": "videos held out by the checkpoint's cross-validation folds"
+                    + ("" if fold is None else f" (fold {fold})") + "; the shipped models are refitted on all "
+                    "videos, so for them these are training videos (the paper used XD-Violence, not available here)",
             **asdict(cfg),
         },
         "videos": [c.name for c in clips],
+        "fold": fold,
+        "head_input": ckpt.head_input,
         "coarse": _summary(coarse_fits),
         "fine": (_summary(fine_fits) | {"explained_class": fine_targets}) if fine is not None else None,
         "paper_table_ix": {"coarse": 0.648, "fine": 0.537, "dataset": "XD-Violence"},

@@ -1,7 +1,8 @@
 """Pointing game (Zhang et al., "Top-down neural attention by excitation backprop", ECCV 2016) for the coarse
 heatmaps against pixel masks of the anomalous objects (UCSD Ped2 test videos 01-05, 07, 08).
 
-Per frame whose mask is not empty: upsample the heatmap (models/explain/heatmaps.py) to the mask's size,
+Per frame whose mask is not empty: upsample the checkpoint's heatmap (models/explain/heatmaps.py: the device's
+"fa-motion" map for "trunk+fa-motion" checkpoints, one class-activation map per head for older ones) to the mask's size,
 take its peak (argmax; the first in row-major order on ties) and count a hit when the peak lies on the mask
 (dilated by `tolerance` pixels; 0 = exactly on it). A heatmap with no positive value (relu left nothing) has
 no peak and counts as a miss. Chance: a uniformly random point hits with probability = the mask's area share,
@@ -26,8 +27,9 @@ from edge_vad_models.explain.heatmaps import BATCH_FRAMES, CoarseExplainer, upsa
 log = logging.getLogger(__name__)
 
 METHOD = ("pointing game: per frame with a non-empty mask, the argmax of the heatmap (the checkpoint's device rule: "
-          "F_A change x grey-level motion, or relu(sum_c w_c F_A[c]) for older ones; bilinearly upsampled to the mask) is a hit when it lies on the mask dilated by tolerance_px; a heatmap "
-          "with no positive value is a miss; chance = mean mask area share (a uniformly random point)")
+          "F_A change x grey-level motion from the frame and its previous frame, or relu(sum_c w_c F_A[c]) for older "
+          "ones; bilinearly upsampled to the mask) is a hit when it lies on the mask dilated by tolerance_px; a "
+          "heatmap with no positive value is a miss; chance = mean mask area share (a uniformly random point)")
 
 
 def load_masks(npz: Path, key: str) -> np.ndarray:
@@ -66,15 +68,15 @@ def dilate(mask: np.ndarray, tolerance: int) -> np.ndarray:
 
 @dataclass
 class PointingTally:
-    """Hits per head over frames with a mask, and the chance baseline over the same frames."""
+    """Hits per heatmap over frames with a mask, and the chance baseline over the same frames."""
 
-    hits: dict = field(default_factory=dict)  # head -> hits
-    flat: dict = field(default_factory=dict)  # head -> heatmaps with no positive value
+    hits: dict = field(default_factory=dict)  # map name -> hits
+    flat: dict = field(default_factory=dict)  # map name -> heatmaps with no positive value
     area_share_sum: float = 0.0
     n_frames: int = 0
 
     def add(self, heats: dict, mask: np.ndarray, tolerance: int = 0) -> None:
-        """heats: head -> heat at the mask's size [H, W]; mask [H, W] bool, not empty."""
+        """heats: map name -> heat at the mask's size [H, W]; mask [H, W] bool, not empty."""
         target = dilate(mask, tolerance)
         for head, heat in heats.items():
             self.hits[head] = self.hits.get(head, 0) + int(is_hit(heat, target))
@@ -116,8 +118,9 @@ def pointing_video(explainer: CoarseExplainer, frames_dir: Path, masks: np.ndarr
     for start in range(0, len(masked), BATCH_FRAMES):
         idx = masked[start:start + BATCH_FRAMES]
         frames = [_read(files[i]) for i in idx]
-        if explainer.motion_rule:  # the device's heatmap needs each frame's previous frame
-            heats = {"student": explainer.motion_heat(frames, [_read(files[i - 1]) if i else None for i in idx])}
+        if explainer.fa_motion:  # the device's map of frame i needs frame i - 1 (none before the first file)
+            heats = {explainer.deployed_map: explainer.motion_heat(frames, [_read(files[i - 1]) if i else None
+                                                                            for i in idx])}
         else:
             heats = explainer.heat_from_fa(explainer.fa_from_trunk(explainer.trunk_maps(frames)))
         for j, i in enumerate(idx):
@@ -136,7 +139,8 @@ def _read(path: Path) -> np.ndarray:
 def pointing_game(frames_dirs: Sequence[Path], masks_npz: Path, checkpoint: Union[str, Path] = "default",
                   tolerance: int = 0, stride: int = 1, explainer: Optional[CoarseExplainer] = None) -> dict:
     """Pointing game over one or more frames folders; each folder's name is its key in `masks_npz`.
-    Returns the report (see `write_pointing`): top-level `hit_rate` is the student's (the deployed head)."""
+    Returns the report (see `write_pointing`): one entry per heatmap, and top-level `hit_rate` is the deployed
+    map's (`heatmap`: "fa-motion", or the student's class-activation map, the teacher's without a student)."""
     if tolerance < 0 or stride < 1:
         raise EdgeVadError(f"need tolerance >= 0 and stride >= 1, got {tolerance}, {stride}")
     # Every folder and its masks are checked before any model runs: a bad last argument fails in a second.
@@ -153,12 +157,12 @@ def pointing_game(frames_dirs: Sequence[Path], masks_npz: Path, checkpoint: Unio
         total.merge(tally)
         log.info("pointing %s: %d frames, %s", folder.name, tally.n_frames,
                  ", ".join(f"{h} {tally.rate(h)}" for h in tally.hits))
-    head = "student" if "student" in total.hits else "teacher"
-    report = {"hit_rate": total.rate(head), "head": head, **total.as_dict(), "per_video": per_video,
-              "tolerance_px": tolerance, "frame_stride": stride, "method": METHOD,
-              "coarse_sha256": explainer.ckpt.sha256}
     if total.n_frames == 0:
         raise EdgeVadError("no frame with a non-empty mask in the given folders; nothing to score")
+    shown = explainer.deployed_map
+    report = {"hit_rate": total.rate(shown), "heatmap": shown, "maps": list(total.hits), **total.as_dict(), "per_video": per_video,
+              "tolerance_px": tolerance, "frame_stride": stride, "method": METHOD,
+              "coarse_sha256": explainer.ckpt.sha256}
     return report
 
 

@@ -1,15 +1,17 @@
 """t-SNE of the fine stage's video features and its class text embeddings (paper Fig. 8).
 
-Points: one per 16-frame snippet (SNIPPET_FRAMES) of each validation video of the checkpoint: the fine stage's
+Points: one per 16-frame snippet (SNIPPET_FRAMES) of each video the checkpoint's cross-validation folds hold out
+(edge_vad_models.explain.held_out_clips: all folds, or one with `fold`; the shipped fine stage is refitted on all
+of them, so for it they are training videos): the fine stage's
 per-frame video features (FineStage.video_features over the whole video, causal, L2-normalised) averaged over
-the snippet and re-normalised. Per snippet rather than per video because the fight-surv validation clips are
+the snippet and re-normalised. Per snippet rather than per video because the fight-surv clips are
 2 s long (1-4 snippets) while Ped2 videos hold normal and anomalous stretches: a snippet carries one class.
 Colour = the snippet's class (majority of its frames' classes: edge_vad_models.explain.frame_classes).
 Stars: each class's text embedding as the model uses it without descriptions (the description-averaged row of
 the frozen table, normalised). t-SNE (scikit-learn, cosine metric, PCA init, fixed seed) embeds both together.
 
 Image-side inputs are the pooled backbone trunk features (the 1280-d features the default fine stage reads),
-taken from the training cache runs/cache/trunk/<video>.npy when present, else computed from the video.
+taken from the training cache runs/cache/frames/<video>.trunk.npy when present, else computed from the video.
 Besides the figure, a JSON next to it gives two numbers a person can compare across checkpoints: the share of
 snippets whose nearest class text (cosine) is their own class, and the silhouette of the snippet features by
 class (cosine).
@@ -28,13 +30,14 @@ import torch.nn.functional as F
 from edge_vad.constants import SNIPPET_FRAMES
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import write_json_atomic
-from edge_vad_models.explain import (DEFAULT_TRUNK_CACHE, TrunkSource, frame_classes, save_figure, spread,
-                                     validation_clips)
+from edge_vad_models.explain import (DEFAULT_TRUNK_CACHE, TrunkSource, frame_classes, held_out_clips, save_figure,
+                                     spread)
 from edge_vad_models.fine.prompt import average_embeddings
 
 log = logging.getLogger(__name__)
 
-METHOD = ("one point per 16-frame snippet of each validation video: mean of the fine stage's L2-normalised "
+METHOD = ("one point per 16-frame snippet of each held-out video of the cross-validation folds: mean of the fine "
+          "stage's L2-normalised "
           "per-frame video features, re-normalised; class = majority class of the snippet's frames; stars = "
           "description-averaged class text embeddings of the frozen table; sklearn TSNE(metric=cosine, init=pca)")
 
@@ -101,8 +104,10 @@ def plot_tsne(xy_points: np.ndarray, point_classes: np.ndarray, xy_text: np.ndar
 
 
 def explain_tsne(out: Path, checkpoint: Union[str, Path] = "default", data_root: Path = Path("../shared/data"),
-                 cache_dir: Optional[Path] = DEFAULT_TRUNK_CACHE, limit: Optional[int] = None, seed: int = 0) -> dict:
-    """Write the figure `out` (PNG) and `out` with suffix .json (the numbers); returns that summary."""
+                 cache_dir: Optional[Path] = DEFAULT_TRUNK_CACHE, limit: Optional[int] = None, seed: int = 0,
+                 fold: Optional[int] = None) -> dict:
+    """Write the figure `out` (PNG) and `out` with suffix .json (the numbers); returns that summary. Videos: the
+    held-out videos of fold `fold` (None: of every fold), `limit` of them evenly spread."""
     from sklearn.metrics import silhouette_score
 
     from edge_vad_models.checkpoint import default_checkpoint_dir
@@ -111,7 +116,7 @@ def explain_tsne(out: Path, checkpoint: Union[str, Path] = "default", data_root:
     folder = default_checkpoint_dir() if str(checkpoint) == "default" else Path(checkpoint)
     model, meta = load_fine(folder)
     class_names = list(meta["class_names"])
-    clips = spread(validation_clips(folder, data_root), limit)
+    clips = spread(held_out_clips(folder, data_root, fold), limit)
     trunk = TrunkSource(cache_dir, _trunk_runner)
     feats, classes, per_video = [], [], {}
     with torch.no_grad():
@@ -139,11 +144,14 @@ def explain_tsne(out: Path, checkpoint: Union[str, Path] = "default", data_root:
         "text_cosine": np.round(text @ text.T, 4).tolist(),
         "silhouette_cosine": (float(silhouette_score(points, point_classes, metric="cosine"))
                               if 1 < len(present) < n else None),
+        "videos": [c.name for c in clips],
+        "fold": fold,
         "videos_computed_without_cache": trunk.computed,
         "seed": seed,
     }
     plot_tsne(xy[:n], point_classes, xy[n:], class_names, Path(out),
-              f"fine-stage snippet features (dots) and class texts (stars), {len(clips)} validation videos")
+              f"fine-stage snippet features (dots) and class texts (stars), {len(clips)} held-out videos"
+              + ("" if fold is None else f" of fold {fold}"))
     write_json_atomic(Path(out).with_suffix(".json"), summary)
     return summary
 

@@ -1,4 +1,7 @@
-"""Explanations (issue 7): heatmap channel weights, heatmaps on real frames, the pointing game, t-SNE, LIME R^2."""
+"""Explanations (issue 7; issue 15's design): heatmap channel weights, heatmaps on real frames, the pointing game,
+t-SNE, LIME R^2. The checkpoint-level tests run on both designs: the shipped default ("trunk+fa-motion", projection
+branch, window-statistics head: the device's fa-motion heatmap) when models/default is there, and always on a
+random checkpoint of the older design (deconvolution branch, "feature" head input, QACM: class activation)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 
 from edge_vad.errors import EdgeVadError  # noqa: E402
-from edge_vad.head_input import head_inputs  # noqa: E402
+from edge_vad.head_input import TRUNK_FA_MOTION, head_inputs  # noqa: E402
 from edge_vad_models.checkpoint import COARSE_FILE, coarse_state, default_checkpoint_dir  # noqa: E402
 from edge_vad_models.coarse_heads import AFEDTeacher, QACMStudent  # noqa: E402
 from edge_vad_models.explain import heatmaps as H  # noqa: E402
@@ -19,7 +22,8 @@ from edge_vad_models.explain import lime_r2 as L  # noqa: E402
 from edge_vad_models.explain import pointing as P  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRUNK_CACHE = REPO_ROOT / "runs" / "cache" / "trunk"  # used when present (faster), never required
+TRUNK_CACHE = REPO_ROOT / "runs" / "cache" / "frames"  # the training frame cache: used when present, never required
+POINTING_FLOOR = 0.6  # fa-motion heatmap of the shipped default on Ped2 test video 04, every 6th masked frame
 GRADIENT_COSINE_FLOOR = 0.9  # default checkpoint measured 0.97-0.99 (heatmaps.py doc); random heads 0.4-0.75
 
 
@@ -28,10 +32,9 @@ def _has_default() -> bool:
 
 
 @pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory) -> Path:
-    """models/default when it is there, else a checkpoint with random heads (trunk: the packaged Lite0)."""
-    if _has_default():
-        return default_checkpoint_dir()
+def old_design_dir(tmp_path_factory) -> Path:
+    """A checkpoint of the pre-issue-15 design with random heads: deconvolution branch, head input "feature", QACM
+    student (trunk: the packaged Lite0)."""
     from edge_vad_models.backbones import AdjustMobileNet
     from edge_vad_models.checkpoint import save_atomic
 
@@ -40,6 +43,16 @@ def checkpoint_dir(tmp_path_factory) -> Path:
     save_atomic(coarse_state(AdjustMobileNet(), AFEDTeacher(128, dim=64), {"in_dim": 128, "dim": 64},
                              QACMStudent(128), {"in_dim": 128}, 2.5), folder / COARSE_FILE)
     return folder
+
+
+@pytest.fixture(scope="module", params=["default", "old-design"])
+def checkpoint_dir(request, old_design_dir) -> Path:
+    """Each design in turn: models/default (skipped when absent) and the random older-design checkpoint."""
+    if request.param == "old-design":
+        return old_design_dir
+    if not _has_default():
+        pytest.skip("needs the trained models in models/default")
+    return default_checkpoint_dir()
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +113,29 @@ def test_teacher_weights_are_exact_along_the_residual_path():
     assert scaled(f1) - scaled(f0) == pytest.approx(float(w @ (f1 - f0).numpy()), rel=1e-4, abs=1e-4)
 
 
-def test_channel_weights_shape_and_unknown_head(checkpoint_dir):
-    for head in H.HEADS:
-        w = H.channel_weights(checkpoint_dir, head)
-        assert w.shape == (128,) and w.dtype == np.float32 and np.isfinite(w).all() and np.abs(w).max() > 0
+def test_channel_weights_shape_and_unknown_head(checkpoint_dir, explainer):
+    if explainer.fa_motion:  # trunk+fa-motion: no channel weights, one error that names the map it uses instead
+        for head in H.HEADS:
+            with pytest.raises(EdgeVadError, match="no heatmap channel weights.*'fa-motion' heatmap"):
+                H.channel_weights(checkpoint_dir, head)
+        assert explainer.maps == [H.FA_MOTION] == [explainer.deployed_map] and explainer.weights == {}
+    else:
+        for head in H.HEADS:
+            w = H.channel_weights(checkpoint_dir, head)
+            assert w.shape == (128,) and w.dtype == np.float32 and np.isfinite(w).all() and np.abs(w).max() > 0
+        assert explainer.maps == ["teacher", "student"] and explainer.deployed_map == "student"
     with pytest.raises(EdgeVadError, match="unknown head"):
         H.channel_weights(checkpoint_dir, "fine")
 
 
 @pytest.mark.skipif(not _has_default(), reason="needs the trained models in models/default")
-def test_default_weights_follow_the_mean_gradient(shared_data, explainer):
+def test_default_weights_follow_the_mean_gradient(shared_data):
     """The gradient-free weights must say what the trained heads respond to: cosine to the mean input gradient
     over real frames above a floor (random heads would not pass it)."""
+    explainer = H.CoarseExplainer("default")
+    if explainer.fa_motion:
+        pytest.skip("the default checkpoint is 'trunk+fa-motion': its heatmap (fa-motion) has no channel weights to "
+                    "compare with an input gradient (test_channel_weights_shape_and_unknown_head checks the error)")
     feats = explainer.fa_from_trunk(explainer.trunk_maps(_ped2_frames(shared_data, "01", 32))).mean(axis=(2, 3))
     inputs = head_inputs(feats, explainer.ckpt.head_input)
     for head, model in (("teacher", explainer.ckpt.teacher), ("student", explainer.ckpt.student)):
@@ -137,12 +161,53 @@ def test_class_activation_is_the_relu_of_the_weighted_sum():
 
 
 def test_heatmaps_have_the_frame_shape_and_vary_on_a_real_clip(shared_data, explainer):
-    frames = _ped2_frames(shared_data, "04", 4, step=30)
-    for head in explainer.heads:
-        heat = explainer.frame_heatmaps(frames, head)
+    frames = _ped2_frames(shared_data, "04", 121)
+    shown, previous = frames[30::30], frames[29::30]  # frames 30, 60, 90, 120, each with the frame before it
+    for name in explainer.maps:
+        heat = explainer.frame_heatmaps(shown, name, previous=previous if explainer.fa_motion else None)
         assert heat.shape == (4, *frames[0].shape[:2])
         assert all(h.std() > 0 and h.max() > 0 for h in heat)
         assert (heat >= 0).all()
+    with pytest.raises(EdgeVadError, match="no heatmap 'fine'"):
+        explainer.frame_heatmaps(shown, "fine")
+    if explainer.fa_motion:  # the device's map: nothing at a stream's first frame, its F_A change after
+        stream = explainer.frame_heatmaps(frames[:3])
+        assert stream[0].max() == 0.0 and stream[1].max() > 0 and stream[2].max() > 0
+
+
+@pytest.mark.skipif(not _has_default(), reason="needs the trained models in models/default")
+def test_explain_draws_the_heatmap_the_device_draws(shared_data):
+    """For the shipped design, explain's map must be the shipped bundle's (edge_vad.runtime.coarse) frame by frame."""
+    from edge_vad.bundle import verify_bundle
+    from edge_vad.bundle.manifest import default_bundle_dir
+    from edge_vad.runtime.backend_plan import plan_backends
+    from edge_vad.runtime.coarse import CoarseStage
+    from edge_vad.runtime.loaded_models import load_models
+
+    explainer = H.CoarseExplainer("default")
+    bundle = default_bundle_dir()
+    manifest = verify_bundle(bundle).manifest
+    if not explainer.fa_motion:
+        pytest.skip("the default checkpoint uses class-activation heatmaps")
+    if json.loads((bundle / "manifest.json").read_text())["source_checkpoints"]["coarse.pt"] != explainer.ckpt.sha256:
+        pytest.skip("the shipped bundle was exported from another coarse.pt than models/default")
+    frames = _ped2_frames(shared_data, "04", 6)
+    models = load_models(bundle, manifest, plan_backends(manifest, bundle, "onnxruntime", fine=False))
+    try:
+        coarse = CoarseStage(models)
+        state, device = coarse.initial_state(), []
+        for f in frames:
+            state, out = coarse.step(state, f)
+            device.append(out.heatmap)
+    finally:
+        close = getattr(models, "close", None)
+        if close:
+            close()
+    ours = explainer.explain_frames(iter(frames)).heat[H.FA_MOTION]
+    assert ours.shape == np.stack(device).shape
+    for t, (a, b) in enumerate(zip(ours, device)):
+        assert np.allclose(a, b, rtol=1e-3, atol=1e-3 * max(float(np.abs(b).max()), 1e-6)), f"frame {t}"
+        assert np.unravel_index(np.argmax(a), a.shape) == np.unravel_index(np.argmax(b), b.shape) or t == 0
 
 
 def test_select_top_frames_spreads_and_fills():
@@ -154,15 +219,25 @@ def test_select_top_frames_spreads_and_fills():
 def test_heatmap_command_writes_overlays_and_figures(shared_data, explainer, tmp_path):
     import cv2
 
+    from edge_vad_models.features import iter_frames
+
     clip = sorted((shared_data / "fight-surv" / "fight").glob("*.mp4"))[0]
     summary = H.explain_heatmaps(clip, tmp_path, top=3, explainer=explainer)
     assert len(summary["files"]["overlays"]) == 3 and len(summary["frames"]) == 3
     for rel in summary["files"]["overlays"]:
         assert cv2.imread(str(tmp_path / rel)) is not None
-    for key in ("contact_sheet", "teacher_vs_student"):
+    # a teacher-vs-student figure only where the heads have a map each (class activation)
+    figures = ["contact_sheet"] + ([] if explainer.fa_motion else ["teacher_vs_student"])
+    assert set(summary["files"]) == {"overlays", *figures}
+    for key in figures:
         assert cv2.imread(str(tmp_path / summary["files"][key])) is not None
-    scores = [f["student_score"] for f in summary["frames"]]
-    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert summary["heatmap"] == explainer.deployed_map
+    assert (summary["channel_weight_rules"] == {}) == explainer.fa_motion
+    for frame in summary["frames"]:
+        assert 0.0 <= frame["student_score"] <= 1.0 and 0.0 <= frame["teacher_score"] <= 1.0
+    video = explainer.explain_frames(iter_frames(clip))  # the frame shown first is the video's top-scoring one
+    assert max(f["student_score"] for f in summary["frames"]) == pytest.approx(float(video.scores["student"].max()))
+    assert video.heat[explainer.deployed_map].shape[0] == summary["n_frames"]
     assert json.loads((tmp_path / "heatmaps.json").read_text())["n_frames"] == summary["n_frames"] > 3
 
 
@@ -216,24 +291,57 @@ def test_pointing_on_a_real_ped2_video(shared_data, explainer, tmp_path):
     P.write_pointing(report, tmp_path / "p.json")
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["n_frames"] == report["n_frames"] == len(range(0, 150, 6))  # video 04 has 150 masked frames
-    assert saved["hit_rate"] == saved["student"]["hit_rate"]
-    for key in ("student", "teacher", "chance"):
+    assert saved["heatmap"] == explainer.deployed_map and saved["maps"] == explainer.maps
+    assert saved["hit_rate"] == saved[explainer.deployed_map]["hit_rate"]
+    for key in (*explainer.maps, "chance"):
         assert 0.0 <= saved[key]["hit_rate"] <= 1.0
     assert 0.0 < saved["chance"]["hit_rate"] < 0.2  # objects cover a few percent of the frame
     assert set(saved["per_video"]) == {"04"}
+    if explainer.fa_motion:  # the device's map finds the cyclist: measured 0.92 here (0.78 over held-out folds)
+        assert saved["hit_rate"] >= POINTING_FLOOR > 5 * saved["chance"]["hit_rate"]
 
 
 # ---- t-SNE -------------------------------------------------------------------------------------------------------
 
+def test_held_out_clips_come_from_the_recorded_folds(shared_data, old_design_dir, tmp_path):
+    """tsne / lime explain the videos the folds hold out: each video once over all folds, fight-surv first."""
+    from edge_vad_models.explain import held_out_clips
+    from edge_vad_models.training.cv_folds import default_folds
+
+    folds = default_folds(shared_data)
+    recorded = {"split": {"folds": [{"fight": [c.name for c in f.fight], "ped2": [c.name for c in f.ped2]}
+                                    for f in folds]}}
+    (tmp_path / "metrics.json").write_text(json.dumps(recorded))
+    every = [c.name for c in held_out_clips(tmp_path, shared_data)]
+    assert sorted(every) == sorted(c.name for f in folds for c in f.held_out) and len(set(every)) == len(every)
+    assert every == [c.name for f in folds for c in f.fight] + [c.name for f in folds for c in f.ped2]
+    assert [c.name for c in held_out_clips(tmp_path, shared_data, 1)] == [c.name for c in folds[1].held_out]
+    with pytest.raises(EdgeVadError, match="fold 9 does not exist"):
+        held_out_clips(tmp_path, shared_data, 9)
+    # no metrics.json: the recipe's folds of the data; a pre-cross-validation split: its validation videos
+    assert [c.name for c in held_out_clips(old_design_dir, shared_data)] == every
+    (tmp_path / "metrics.json").write_text(json.dumps({"split": {"fight_val": ["fi005"], "ped2_val": ["ped2_test_01"],
+                                                                 "ped2_normal_val": ["ped2_train_01"]}}))
+    assert [c.name for c in held_out_clips(tmp_path, shared_data)] == ["fi005", "ped2_test_01", "ped2_train_01"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"split": {"folds": [{"fight": ["nope"], "ped2": []}]}}))
+    with pytest.raises(EdgeVadError, match="not in"):
+        held_out_clips(tmp_path, shared_data)
+
+
 @pytest.mark.skipif(not _has_default(), reason="needs the trained fine stage in models/default")
 def test_tsne_writes_figure_and_numbers(shared_data, tmp_path):
+    from edge_vad_models.explain import recorded_folds
     from edge_vad_models.explain.tsne import explain_tsne
 
     out = tmp_path / "tsne.png"
-    summary = explain_tsne(out, "default", shared_data, TRUNK_CACHE, limit=5)
+    summary = explain_tsne(out, "default", shared_data, TRUNK_CACHE, limit=5, fold=1)
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(out.with_suffix(".json").read_text())
+    fold = recorded_folds(default_checkpoint_dir(), shared_data)[1]
+    assert saved["fold"] == 1 and set(saved["videos"]) <= set(fold["fight"] + fold["ped2"])
+    assert saved["videos"][-1] == fold["ped2"][-1]  # spread over fight-surv, then Ped2: both datasets
     assert saved["n_videos"] == 5 and saved["n_snippets"] == sum(saved["snippets_per_class"].values()) >= 5
+    assert sum(n > 0 for n in saved["snippets_per_class"].values()) >= 2
     assert 0.0 <= saved["nearest_text_accuracy"] <= 1.0
     assert summary["class_names"] == saved["class_names"]
 
@@ -279,15 +387,35 @@ def test_lime_masks_weights_and_fill():
 
 @pytest.mark.skipif(not _has_default(), reason="needs the trained models in models/default")
 def test_lime_command_on_real_videos(shared_data, tmp_path):
+    from edge_vad_models.explain import recorded_folds
+
     cfg = L.LimeConfig(samples=48, segments=6)
-    report = L.explain_lime(2, tmp_path / "lime.json", "default", shared_data, TRUNK_CACHE, cfg)
+    report = L.explain_lime(2, tmp_path / "lime.json", "default", shared_data, TRUNK_CACHE, cfg, fold=0)
     saved = json.loads((tmp_path / "lime.json").read_text())
+    fold = recorded_folds(default_checkpoint_dir(), shared_data)[0]
+    assert saved["videos"] == [fold["fight"][0], fold["ped2"][-1]] and saved["fold"] == 0
     assert len(saved["videos"]) == 2 and saved["method"]["fill"] == "mean"
+    assert saved["head_input"] == H.CoarseExplainer("default").ckpt.head_input
     for stage in ("coarse", "fine"):
         assert saved[stage]["n_videos"] + saved[stage]["n_constant_output"] == 2
         values = [v["r2"] for v in saved[stage]["per_video"].values() if v["r2"] is not None]
         assert values and all(0.0 <= r <= 1.0 for r in values)
     assert report["coarse"]["r2_mean"] == saved["coarse"]["r2_mean"]
+
+
+def test_lime_coarse_predictor_reads_trunk_fa_motion_rows_as_they_are():
+    """For "trunk+fa-motion" the perturbed rows are the head input (pooled trunk + F_A motion, module doc): the
+    predictor must feed them unchanged, so a switched-off frame's F_A change is the video's mean change."""
+    from edge_vad_models.coarse_heads import WindowStatsHead
+
+    torch.manual_seed(3)
+    head = WindowStatsHead(10, 4).eval()
+    rows = np.random.default_rng(0).normal(size=(2, 9, 10)).astype(np.float32)
+    with torch.no_grad():
+        probs = torch.sigmoid(head(torch.from_numpy(rows)))
+    expected = probs.topk(max(1, 9 // 16), dim=1).values.mean(dim=1).numpy()
+    got = L.coarse_predictor(head, TRUNK_FA_MOTION)(rows, np.ones((2, 9), bool))
+    assert np.allclose(got, expected)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
