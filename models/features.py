@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from edge_vad.constants import SNIPPET_FRAMES
-from edge_vad.datasets import image_files
 from edge_vad.errors import EdgeVadError
 from edge_vad.fileio import atomic_target
 from edge_vad.fileio import write_json_atomic as _write_json_atomic
