@@ -48,7 +48,7 @@ def observe(coarse: CoarseStage, state: CalibratedState, image_bgr: np.ndarray,
     if out.fa_map is None:  # pragma: no cover - CoarseStage always sets it
         raise RuntimeError("the coarse stage gave no F_A map")
     pre = coarse.preprocess.pre
-    grey = grey_input(image_bgr, pre.size, pre.interpolation)
+    grey = cstate.grey if cstate.grey is not None else grey_input(image_bgr, pre.size, pre.interpolation)
     fine = grey_motion(grey, state.scene.previous)
     motion, appearance, sstate = frame_features(grey, out.fa_map, state.scene, grid)
     return CalibratedState(cstate, sstate), Observation(out, motion, appearance, fine)

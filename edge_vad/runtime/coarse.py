@@ -167,7 +167,9 @@ class CoarseStage:
         state, logit = self.qacm(state, feature, trunk, fa_map)
         if self.heatmap_method == HEATMAP_FA_MOTION:
             pre = self.preprocess.pre
-            grey = grey_input(image_bgr, pre.size, pre.interpolation)
+            grey = self.preprocess.last_grey()  # this frame's, resized by backbone_outputs just now
+            if grey is None:
+                grey = grey_input(image_bgr, pre.size, pre.interpolation)
             heat = evidence_heatmap(map_change(fa_map, previous_map), grey_motion(grey, previous_grey))
             state = replace(state, grey=grey)
         else:

@@ -189,6 +189,14 @@ class Preprocessor:
             return b.resized
         return resize_square(image_bgr, size, self.pre.interpolation, dst=b.resized, scratch=scratch)
 
+    def last_grey(self) -> Optional[np.ndarray]:
+        """Grey levels (uint8, new array) of the frame this thread resized last: the model's own pixels, so the
+        heatmap's motion costs one colour conversion instead of a second resize (equal to
+        edge_vad.runtime.heatmap.grey_input of that frame). None for the centre-crop path (not the model's frame)."""
+        if crops_centre(self.pre) or not hasattr(self._local, "resized"):
+            return None
+        return cv2.cvtColor(self._local.resized, cv2.COLOR_BGR2GRAY)
+
     def __call__(self, image_bgr: np.ndarray) -> Dict[str, np.ndarray]:
         b = self._buffers()
         pixels = self._resize(image_bgr, b)

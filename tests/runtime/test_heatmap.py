@@ -48,3 +48,23 @@ def test_map_change_sums_the_channels_change():
     b[:, 4, 2] = [1.0, -2.0, 0.5]
     np.testing.assert_allclose(map_change(b, a)[4, 2], 3.5)
     assert not map_change(b, None).any()
+
+
+@pytest.mark.parametrize("interpolation", ["exact-area", "area", "linear"])
+def test_the_preprocessors_grey_is_grey_input_of_the_same_frame(interpolation):
+    """The coarse stage takes the heatmap's grey frame from the model's own resized pixels (one colour conversion
+    instead of a second resize); it must equal grey_input, which training and calibration use."""
+    from edge_vad.backends.base import TensorSpec
+    from edge_vad.bundle.manifest import Preprocessing
+    from edge_vad.runtime.heatmap import grey_input
+    from edge_vad.runtime.preprocess import Preprocessor
+
+    rng = np.random.default_rng(3)
+    pre = Preprocessing(size=224, mean=[0.5] * 3, std=[0.5] * 3, pixel_format="RGB", resize="whole frame",
+                        interpolation=interpolation, layout="NCHW")
+    prep = Preprocessor(pre, TensorSpec("image", (1, 3, 224, 224), "float32"))
+    assert prep.last_grey() is None  # nothing resized yet on this thread
+    for shape in ((360, 640, 3), (720, 1280, 3), (240, 360, 3)):
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        prep(frame)
+        np.testing.assert_array_equal(prep.last_grey(), grey_input(frame, 224, interpolation))
