@@ -75,3 +75,14 @@ def test_int8_asked_for_without_an_interpreter_is_one_error_not_a_silent_fp32() 
 def test_without_the_interpreter_the_cpu_falls_back_to_fp32_and_says_why() -> None:
     choice = choose_backend(_manifest(), None, _host(missing=("tflite",)))
     assert choice.backend == "onnxruntime" and "tflite: tflite not installed" in choice.line()
+
+
+def test_models_backends_says_what_run_would_choose_and_why() -> None:
+    from rich.console import Console
+
+    from edge_vad.cli.backends_cmd import list_backends
+
+    console = Console(record=True, width=400)
+    assert list_backends(console) == 0
+    lines = [line for line in console.export_text().splitlines() if line.startswith("run would choose, for ")]
+    assert len(lines) == 1 and "backend " in lines[0] and "(bundle target " in lines[0], lines
