@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -89,6 +90,18 @@ def _matcher(since: Optional[datetime], cameras: List[str]) -> Callable[[Mapping
     return keep
 
 
+def stop_on_signals() -> Callable[[], bool]:
+    """Ctrl-C (SIGINT) and SIGTERM end a follow at its next poll, exit 0. Installed explicitly: a process started
+    in the background of a non-interactive shell inherits SIGINT as ignored, and then Python raises no
+    KeyboardInterrupt at all (seen as a follow that never ended under CI)."""
+    import signal
+
+    flag = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: flag.set())
+    return flag.is_set
+
+
 def events(events_dir: Path, since: Optional[str] = None, cameras: Optional[List[str]] = None, follow: bool = False,
            output: str = "short", utc: bool = False, out=None, stop: Optional[Callable[[], bool]] = None) -> int:
     """Print the matching records (then, with follow, new ones until interrupted); returns how many."""
@@ -113,6 +126,8 @@ def events(events_dir: Path, since: Optional[str] = None, cameras: Optional[List
         out.flush()
 
     show(tail.read_new())
+    if follow and stop is None:
+        stop = stop_on_signals()
     if not follow:
         if tail.pending_bytes:
             log.warning("%s: skipping a torn final line (%d bytes)", path, tail.pending_bytes)
