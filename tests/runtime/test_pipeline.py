@@ -21,7 +21,7 @@ from edge_vad.bundle import Preprocessing
 from edge_vad.config import Config, EventsConfig, FineConfig, GateConfig
 from edge_vad.constants import LITE0_MEAN, LITE0_STD
 from edge_vad.head_input import FEATURE_MOTION, head_inputs
-from edge_vad.runtime.coarse import CoarseOutput, CoarseState, push_window
+from edge_vad.runtime.coarse import CoarseState, push_window
 from edge_vad.runtime.events import Event, FineSummary
 from edge_vad.runtime.fine_model import FineFrame
 from edge_vad.runtime.fine_worker import DROP_REASON, FineJob, FineWorker
@@ -31,6 +31,7 @@ from edge_vad.runtime.preprocess import Preprocessor, normalise, resize_frame
 from edge_vad.runtime.report import ScoreLog
 from edge_vad.sources import open_source
 from edge_vad_test_support.bundles import any_bundle, exported_bundle, shipped_bundle, write_test_fine, write_video
+from edge_vad_test_support.scripted import ScriptedCoarse
 
 
 @pytest.fixture(scope="session")
@@ -97,26 +98,6 @@ def test_sample_evenly_keeps_ends_and_count() -> None:
 
 
 # ----------------------------------------------------------------------------- scripted pipeline
-class ScriptedCoarse:
-    """A coarse stage whose score for the i-th scored frame is scripted (the gate logic is what is tested)."""
-
-    heatmap_method = "channel-mean"
-
-    def __init__(self, scores: List[float]):
-        self.scores = scores
-
-    def initial_state(self) -> CoarseState:
-        return CoarseState()
-
-    def step(self, state: CoarseState, image: np.ndarray):
-        i = state.frames
-        score = self.scores[min(i, len(self.scores) - 1)]
-        heat = np.zeros((7, 7), np.float32)
-        heat[i % 7, 3] = 1.0
-        return CoarseState(None, i + 1), CoarseOutput(score, 0.0, np.full(4, i, np.float32), np.full(4, i, np.float32),
-                                                      i % 3, heat)
-
-
 class RecordingFine:
     """A fine model that records which frames it saw; `hold` blocks its step until released."""
 
