@@ -110,3 +110,12 @@ def noise_video(path: Path, n: int, size=(180, 320), fps: float = 10.0) -> Path:
         writer.write(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8))
     writer.release()
     return path
+
+
+def small_video(path: Path) -> Path:
+    """16 frames of blurred noise, 128 x 72 at 8 fps: a file source that loads and scores in moments."""
+    from edge_vad_test_support.bundles import write_video
+
+    rng = np.random.default_rng(0)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (72, 128, 3), dtype=np.uint8), (9, 9), 3) for _ in range(16)]
+    return write_video(path, frames, 8.0)

@@ -10,12 +10,10 @@ import socket
 import threading
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from edge_vad.runtime.events import read_events
-from edge_vad_test_support import bundles
+from edge_vad_test_support import bundles, cli_runs
 from edge_vad_test_support.cli_runs import ALWAYS_OPEN, Running, edge_vad, noise_video, one_error_line
 from edge_vad_test_support.faults import fill_up, free_port, read_only, small_tmpfs, wait_for
 
@@ -29,9 +27,7 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def small_video(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    frames = [cv2.GaussianBlur(rng.integers(0, 256, (72, 128, 3), dtype=np.uint8), (9, 9), 3) for _ in range(16)]
-    return bundles.write_video(tmp_path / "small.mp4", frames, 8.0)
+    return cli_runs.small_video(tmp_path / "small.mp4")
 
 
 def _config(tmp_path: Path, text: str = "") -> Path:

@@ -26,20 +26,10 @@ import numpy as np
 import pytest
 
 from edge_vad.sources import open_source
-from edge_vad_test_support import bundles
+from edge_vad_test_support import bundles, cli_runs
+from edge_vad_test_support.cli_runs import ALWAYS_OPEN
 from edge_vad_test_support.no_torch import BLOCK_TORCH
 
-ALWAYS_OPEN = """
-[gate]
-smoothing_frames = 1
-on_threshold = 0.000001
-off_threshold = 0.0000001
-min_open_s = 0.0
-cooldown_s = 0.0
-[events]
-clip_pre_roll_s = 0.5
-clip_post_roll_s = 0.5
-"""
 STOP_BUDGET_S = 5.0  # SIGTERM -> exit, the issue's budget (systemd TimeoutStopSec is 10)
 
 
@@ -50,9 +40,7 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def small_video(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    frames = [cv2.GaussianBlur(rng.integers(0, 256, (72, 128, 3), dtype=np.uint8), (9, 9), 3) for _ in range(16)]
-    return bundles.write_video(tmp_path / "small.mp4", frames, 8.0)
+    return cli_runs.small_video(tmp_path / "small.mp4")
 
 
 def edge_vad(*args: str, env=None, timeout: float = 240, block_torch: bool = False) -> subprocess.CompletedProcess:
