@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -66,26 +66,9 @@ def write_test_fine(folder: Path, encoder: str, feature_dim: int, text_dim: int)
                               fallback_row=2), FineTrainConfig(encoder=encoder, hidden_dim=HIDDEN, n_ctx=4), folder)
 
 
-def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
-    """(bundle, checkpoint folder): exported once per session (about 6 s), skipped without torch."""
-    root = tmp_path_factory.getbasetemp() / TEST_BUNDLE_DIR
-    bundle, ckpt = root / "bundle", root / "ckpt"
-    if not (bundle / MANIFEST_NAME).is_file():
-        torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch) to export a test bundle")
-        pytest.importorskip("onnx", reason="needs the export extra (onnx) to export a test bundle")
-        from edge_vad.cli.export_cmd import run_export
-
-        torch.set_num_threads(1)
-        ckpt.mkdir(parents=True, exist_ok=True)
-        _write_checkpoint(ckpt)
-        run_export(str(ckpt), "onnx", None, bundle, True, "lite0-minilm", None)
-    return bundle, ckpt
-
-
-def exported_trt_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """The test checkpoint exported with `--targets onnx,tensorrt --calib` (four real fight-surv clips): a bundle
-    whose tensorrt target, calibration frames and reference outputs come from the real exporter. Once per session."""
-    root = tmp_path_factory.getbasetemp() / (TEST_BUNDLE_DIR + "_tensorrt")
+def _export_test_checkpoint(root: Path, targets: str, calib_clips: Sequence[Path] = ()) -> Path:
+    """The test checkpoint written to root/ckpt and exported to root/bundle with `targets` (once: kept while the
+    session's temp folder lives); calibration clips, if any, are linked into root/calib. Skipped without torch."""
     bundle, ckpt, calib = root / "bundle", root / "ckpt", root / "calib"
     if not (bundle / MANIFEST_NAME).is_file():
         torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch) to export a test bundle")
@@ -95,12 +78,27 @@ def exported_trt_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: P
         torch.set_num_threads(1)
         ckpt.mkdir(parents=True, exist_ok=True)
         _write_checkpoint(ckpt)
-        calib.mkdir(exist_ok=True)
-        for label in ("fight", "noFight"):
-            for clip in sorted((shared_data / "fight-surv" / label).glob("*.mp4"))[:2]:
+        if calib_clips:
+            calib.mkdir(exist_ok=True)
+            for clip in calib_clips:
                 (calib / clip.name).symlink_to(clip)
-        run_export(str(ckpt), "onnx,tensorrt", calib, bundle, True, "lite0-minilm", None)
+        run_export(str(ckpt), targets, calib if calib_clips else None, bundle, True, "lite0-minilm", None)
     return bundle
+
+
+def exported_bundle(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
+    """(bundle, checkpoint folder): exported once per session (about 6 s), skipped without torch."""
+    root = tmp_path_factory.getbasetemp() / TEST_BUNDLE_DIR
+    return _export_test_checkpoint(root, "onnx"), root / "ckpt"
+
+
+def exported_trt_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The test checkpoint exported with `--targets onnx,tensorrt --calib` (four real fight-surv clips): a bundle
+    whose tensorrt target, calibration frames and reference outputs come from the real exporter. Once per session."""
+    clips = [c for label in ("fight", "noFight")
+             for c in sorted((shared_data / "fight-surv" / label).glob("*.mp4"))[:2]]
+    return _export_test_checkpoint(tmp_path_factory.getbasetemp() / (TEST_BUNDLE_DIR + "_tensorrt"),
+                                   "onnx,tensorrt", clips)
 
 
 def any_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
