@@ -52,10 +52,9 @@ def choose_backend(manifest: Manifest, profile: TargetProfile) -> Tuple[str, str
         if status.available and serving_target(manifest, name) is not None \
                 and (name != "edgetpu" or live_edgetpu(None) is None):  # the Edge TPU: only where its delegate loads
             return name, f"{name} is the target's preferred backend #{profile.preferred_backends.index(name) + 1}"
-    _, backend = choose_target(manifest, None)
     wanted = ", ".join(profile.preferred_backends)
-    return backend, (f"best local backend: none of the target's backends ({wanted}) can run this bundle here, "
-                     f"so {backend} stands in")
+    return auto, (f"best local backend: none of the target's backends ({wanted}) can run this bundle here, "
+                  f"so {auto} stands in")
 
 
 def _load_stage(models: Dict[str, SharedModel], manifest: Manifest, plan_stage: Any) -> SharedModel:
