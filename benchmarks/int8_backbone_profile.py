@@ -5,8 +5,8 @@
 Writes <out>/<model stem>.json, .md and .png. Needs ai-edge-litert (the `coarse` extra) and the checkout.
 
 1. Static: multiply-accumulates per op and which outputs each op serves (edge_vad.bench.tflite_graph).
-2. Branches, timed: the graph cut down to the outputs a frame needs (feature + heatmap), with the trunk
-   feature, and without the deconvolution branch, against the full graph; one XNNPACK interpreter each on ONE
+2. Branches, timed: the graph cut down to F_A's outputs (feature + heatmap) and to the trunk feature alone,
+   against the full graph (every output of which each frame needs since the ImageNet classifier left it); one XNNPACK interpreter each on ONE
    thread, timed in turn every round (interleaved); median and minimum over rounds.
 3. Op by op, timed: every prefix of the graph (ops 0..k, op k's output as the model output) timed the same way;
    op k's cost = prefix k - prefix k-1 of the MINIMUM over rounds (on a machine shared with other jobs the
@@ -37,17 +37,15 @@ from edge_vad.runtime.preprocess import Preprocessor
 REPO = Path(__file__).resolve().parents[1]
 STREAM = REPO / "benchmarks" / "data" / "sample-stream.mp4"
 VARIANTS = {  # name -> outputs kept (None: the full graph)
-    "full graph (feature, heatmap, imagenet_logits, trunk_feature)": None,
-    "per-frame need (feature, heatmap)": ("feature", "heatmap"),
-    "per-frame + fine stage input (feature, heatmap, trunk_feature)": ("feature", "heatmap", "trunk_feature"),
-    "no deconvolution branch (imagenet_logits, trunk_feature)": ("imagenet_logits", "trunk_feature"),
+    "full graph (feature, heatmap, trunk_feature)": None,
+    "F_A only (feature, heatmap)": ("feature", "heatmap"),
+    "no F_A branch (trunk_feature)": ("trunk_feature",),
 }
 BRANCH_NAMES = {
-    ("feature", "heatmap", "imagenet_logits", "trunk_feature"): "shared trunk (Lite0 stem to the 1280-ch head conv)",
-    ("feature", "heatmap"): "deconvolution branch (F_A: transposed conv, ReLU6, feature / heatmap)",
-    ("imagenet_logits",): "1000-class ImageNet classifier (fully connected)",
-    ("imagenet_logits", "trunk_feature"): "trunk pooling (mean of the 1280-ch head conv)",
-    ("feature",): "F_A pooling (mean: the 128-d feature)",
+    ("feature", "heatmap", "trunk_feature"): "shared trunk (Lite0 stem to the 1280-ch head conv)",
+    ("feature", "heatmap"): "F_A branch (1 x 1 projection, or the older transposed conv) and the heatmap",
+    ("trunk_feature",): "trunk pooling (mean of the 1280-ch head conv)",
+    ("feature",): "F_A pooling (mean: the feature)",
 }
 
 

@@ -37,6 +37,7 @@ FILES = {
     "qacm": "qacm.onnx",
     "teacher_step": "teacher_step.onnx",
     "fine_head": "fine_head.onnx",
+    "fine_describer": "fine_describer.onnx",
     "clip_visual": "clip_visual.onnx",
     "text_table": "text_table.npy",
     "description_embeddings": "description_embeddings.npy",
@@ -45,8 +46,9 @@ FILES = {
     "tensorrt_calibration": "tensorrt_calibration.npy",
     "tensorrt_reference": "tensorrt_reference.npz",
 }
-# the external-data file name the backbone graph refers to for its package weights (never in the bundle)
+# the external-data file names the graphs refer to for their package weights (never in the bundle)
 PACKAGE_WEIGHTS_FILE = "coarse_backbone.package-weights.bin"
+DESCRIBER_WEIGHTS_FILE = "fine_describer.package-weights.bin"
 
 
 # --------------------------------------------------------------------------------------------------------

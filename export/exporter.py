@@ -35,6 +35,7 @@ from edge_vad_export.fine_export import FineSource, export_fine, load_fine_sourc
 from edge_vad_export.head_stream import stream_head_inputs
 from edge_vad_export.int8_export import compile_for_edgetpu, export_int8
 from edge_vad_export.manifest_fields import manifest_fields
+from edge_vad_export.package_weights import leave_in_package
 
 
 NO_BACKBONE = ("this checkpoint was trained on precomputed features (no backbone); export needs a backbone "
@@ -99,10 +100,11 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         # -- coarse backbone --------------------------------------------------------------------------------
         progress.step("coarse backbone -> ONNX")
         graph = ox.export_coarse_backbone(backbone, writer.path(FILES["coarse_backbone"]))
-        package_weights = _package_weights(work, backbone, graph.path)
+        package_weights, work.backbone_onnx = leave_in_package(work, backbone, graph.path, PACKAGE_WEIGHTS_FILE)
         images = [backbone.preprocess_bgr(f).numpy() for f in frames]
         # parity runs on the graph as the device loads it: package weights laid out by the runtime's own code
-        checks, ref = px.onnx_vs_torch(backbone, work.backbone_onnx, [{"image": x} for x in images], what=frames_note)
+        checks, ref = px.onnx_vs_torch(ox.PerFrameBackbone(backbone), work.backbone_onnx, [{"image": x} for x in images],
+                                       what=frames_note)
         onnx_artifact(work, "coarse_backbone", "coarse_backbone", graph, checks, package_weights=package_weights)
         channels = backbone.branch_channels  # the heads read head_inputs() of streams of these outputs
 
@@ -164,27 +166,3 @@ def export_bundle(plan: ExportPlan, coarse: Any = None, fine: Optional[FineSourc
         manifest = writer.finish(fields)
     progress.step(f"[green]bundle written[/green]: {plan.out} ({len(manifest.artifacts)} artifacts)")
     return manifest
-
-
-def _package_weights(work: ExportWork, backbone: Any, graph: Path) -> Optional[dict[str, Any]]:
-    """Leave the backbone's pip-package weights out of the graph (unless --inline-weights); the manifest record.
-
-    Sets work.backbone_onnx to a loadable copy: the graph itself, or graph + laid-out weights in scratch."""
-    from edge_vad.bundle.manifest import PackageWeights
-    from edge_vad.bundle.package_weights import materialise
-    from edge_vad.fileio import sha256_file
-    from edge_vad_export.package_weights import externalise, find_package_file
-
-    work.backbone_onnx = graph
-    weights = getattr(backbone, "weights_path", None)
-    source = find_package_file(weights) if weights is not None and not work.plan.inline_weights else None
-    if source is None:
-        return None
-    record = externalise(graph, source, PACKAGE_WEIGHTS_FILE)
-    if record is None:
-        return None
-    assert work.scratch is not None
-    work.backbone_onnx = materialise(graph, sha256_file(graph), PackageWeights(**record), work.scratch)
-    work.progress.note(f"{graph.name}: {record['bytes'] / 1e6:.1f} MB of weights stay in pip package "
-                       f"{source.package} {source.version} ({len(record['keys'])} tensors); the device lays them out")
-    return record

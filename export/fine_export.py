@@ -143,6 +143,7 @@ def export_fine(work: ExportWork, fine: FineSource, backbone: Any, frames: list[
         parts = {"trunk_feature": [backbone_ref["trunk_feature"][:, 0]], "feature": [backbone_ref["feature"][:, 0]]}
         parts["both"] = parts["trunk_feature"] + parts["feature"]
         real = np.concatenate(parts[fine.image_input], axis=-1)
+        export_describer(work, backbone, backbone_ref["trunk_feature"], frames_note)
     if real.shape[-1] != stage.feature_dim:
         raise EdgeVadError(f"fine stage expects {stage.feature_dim}-d features, its image input "
                            f"{fine.image_input} gives {real.shape[-1]}")
@@ -168,6 +169,23 @@ def export_fine(work: ExportWork, fine: FineSource, backbone: Any, frames: list[
                    shape=list(emb.shape), layout="[vocabulary, dim], L2-normalised CLIP text embeddings of the "
                    "zero-shot captions; description id = argmax cosine with the frame's CLIP embedding")
     return fields
+
+
+def export_describer(work: ExportWork, backbone: Any, trunk_features: np.ndarray, frames_note: str) -> None:
+    """lite0-minilm: the backbone's ImageNet classifier as its own graph (trunk feature -> ImageNet logits), so
+    that the per-frame backbone does not compute logits that only the fine stage's descriptions read. Its
+    weights stay in the backbone's pip package, as the backbone's own do."""
+    from edge_vad_export import onnx_export as ox
+    from edge_vad_export import parity as px
+    from edge_vad_export.export_plan import DESCRIBER_WEIGHTS_FILE
+    from edge_vad_export.package_weights import leave_in_package
+
+    work.progress.step("ImageNet classifier (frame descriptions) -> ONNX")
+    graph = ox.export_fine_describer(backbone, work.writer.path(FILES["fine_describer"]))
+    package_weights, loadable = leave_in_package(work, backbone, graph.path, DESCRIBER_WEIGHTS_FILE)
+    checks, _ = px.onnx_vs_torch(backbone.classifier, loadable, [{"trunk_feature": x} for x in trunk_features],
+                                 what=f"trunk features of {frames_note}")
+    onnx_artifact(work, "fine_describer", "fine_describer", graph, checks, package_weights=package_weights)
 
 
 # -- int8 (tflite hook) -------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from edge_vad_export.head_stream import frames_head_inputs
 
 
 def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
-    """Edge-TPU-friendly forms of the coarse networks, same arithmetic (parity checks prove it):
-    means over an NHWC view (an NCHW mean leaves TRANSPOSE ops) and the QACM's (1, k) convolutions with
+    """Edge-TPU-friendly forms of the coarse networks, same arithmetic (parity checks prove it): the backbone's
+    per-frame outputs (no ImageNet classifier: the fine stage's describer graph runs that), means over an NHWC view (an NCHW mean leaves TRANSPOSE ops) and the QACM's (1, k) convolutions with
     dilation (d, d) instead of (1, d) (identical for height 1; the Edge TPU wants equal dilations)."""
     import copy
 
@@ -30,12 +30,9 @@ def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
             super().__init__()
             self.net = net
 
-        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-            trunk = self.net.trunk(image)
-            f_a = self.net.branch(trunk)
-            trunk_feature = trunk.permute(0, 2, 3, 1).mean(dim=(1, 2))
-            return {"feature": f_a.permute(0, 2, 3, 1).mean(dim=(1, 2)), "heatmap": f_a,
-                    "imagenet_logits": self.net.classifier(trunk_feature), "trunk_feature": trunk_feature}
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:  # the per-frame outputs only
+            feature, heatmap, trunk_feature = self.net.per_frame_outputs(image)
+            return {"feature": feature, "heatmap": heatmap, "trunk_feature": trunk_feature}
 
     class WindowStats(nn.Module):
         def __init__(self, head: nn.Module):

@@ -12,6 +12,8 @@ from edge_vad.resize import EXACT_AREA_TEXT
 from edge_vad_export.export_work import ExportWork, tool_versions
 from edge_vad_export.fine_export import FineSource
 
+FINE_PER_FRAME = ("clip_visual", "fine_describer", "fine_head")  # the graphs a frame the fine stage reads runs
+
 
 def heatmap_fields(coarse: Any) -> dict[str, Any]:
     """How the device draws the heatmap: for "trunk+fa-motion" heads F_A's change x grey-level motion
@@ -59,7 +61,7 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
                      "recurrent fine head runs on onnxruntime"}
     if plan.int8:
         coral = [n for n in ("coarse_backbone_int8", "qacm_int8") if n in arts]
-        cpu = [n for n in ("fine_head", "clip_visual") if n in arts]
+        cpu = [n for n in ("fine_head", "fine_describer", "clip_visual") if n in arts]
         targets["tflite-int8"] = {
             "backends": ["tflite"], "artifacts": coral + cpu + data_names,
             "notes": "the int8 coarse graphs run on the TFLite CPU interpreter (the edgetpu target has them compiled "
@@ -72,9 +74,9 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
     pipelines = {}
     coarse_parts = [work.counts[n] for n in ("coarse_backbone", "qacm") if n in work.counts]
     pipelines["coarse_per_frame"] = pipeline_budgets(coarse_parts, "coarse_backbone + qacm")
-    fine_parts = [work.counts[n] for n in ("clip_visual", "fine_head") if n in work.counts]
+    fine_parts = [work.counts[n] for n in FINE_PER_FRAME if n in work.counts]
     if fine_parts:
-        label = " + ".join(n for n in ("clip_visual", "fine_head") if n in work.counts)
+        label = " + ".join(n for n in FINE_PER_FRAME if n in work.counts)
         pipelines["fine_per_frame"] = pipeline_budgets(fine_parts, label)
 
     fields: dict[str, Any] = {
@@ -107,7 +109,7 @@ def manifest_fields(work: ExportWork, coarse: Any, fine: Optional[FineSource], f
                           **fine_fields}
         clip = fine.image_input == "clip_visual"
         fields["descriptions"] = {
-            "source": "clip_zero_shot" if clip else "imagenet_logits",
+            "source": "clip_zero_shot" if clip else "frame_describer",
             "vocabulary": list(fine.vocabulary), "rows": list(stage.prompt.descriptions),
             "vocabulary_to_row": list(fine.vocabulary_to_row), "fallback_row": fine.fallback_row,
             "template": fine.description_template,

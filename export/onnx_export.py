@@ -18,7 +18,9 @@ only the default ONNX domain, no dynamic-shape ops (Shape, Size, NonZero, Consta
 static input/output shapes.
 
 Graphs (names are the manifest's artifact names):
-- coarse_backbone: image [1,3,224,224] (normalised) -> feature, heatmap, imagenet_logits, trunk_feature
+- coarse_backbone: image [1,3,224,224] (normalised) -> feature, heatmap, trunk_feature (every frame)
+- fine_describer:  trunk_feature [1,C] -> imagenet_logits [1,1000]: the backbone's own ImageNet classifier, run
+                   only on the frames the fine stage reads (their description ids, lite0-minilm)
 - qacm:            features [1,W,D] -> logit [1]
 - fine_head:       frame_feature [1,F], state -> video_feature [1,D] (L2-normalised), state_out; ONE RWKV step
 - teacher_step:    feature [1,D], state -> logit [1], state_out; one AFED step (bench / explain)
@@ -53,7 +55,7 @@ CLIP_TENSORRT_OPSET = 14
 # 8.0 and 8.2 "up to Opset 13", 8.4 to 8.6 "up to Opset 17", 10.0 "opset 9 to opset 20"); docs/jetson.md.
 MIN_TENSORRT_FOR_OPSET = {13: "8.0", 14: "8.4", 17: "8.4", 20: "10.0"}
 DYNAMIC_SHAPE_OPS = ("Shape", "Size", "NonZero", "ConstantOfShape")
-BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")
+BACKBONE_OUTPUTS = ("feature", "heatmap", "trunk_feature")  # per frame; the classifier is fine_describer
 # onnxruntime's fusions that rewrite convolution weights (keep_batchnorm switches them off for the offline pass)
 BATCHNORM_FUSIONS = ("ConvBNFusion", "ConvMulFusion", "ConvAddFusion")
 
@@ -65,6 +67,17 @@ _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "fl
 # --------------------------------------------------------------------------------------------------------
 # Export wrappers: the device-side forms of the networks, as flat tensors in and out
 # --------------------------------------------------------------------------------------------------------
+
+
+class PerFrameBackbone(nn.Module):
+    """The backbone as the device runs it on every frame: AdjustMobileNet.per_frame_outputs (no classifier)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.backbone.per_frame_outputs(image)
 
 
 class QacmWindow(nn.Module):
@@ -239,14 +252,20 @@ def export_onnx(module: nn.Module, args: tuple[Tensor, ...], path: Path | str, i
 
 def export_coarse_backbone(backbone: nn.Module, path: Path | str) -> OnnxGraph:
     size = backbone.preprocess.size
-    graph = export_onnx(backbone, (torch.zeros(1, 3, size, size),), path, ["image"], list(BACKBONE_OUTPUTS),
-                        keep_batchnorm=True, opset=TENSORRT_OPSET)
+    graph = export_onnx(PerFrameBackbone(backbone), (torch.zeros(1, 3, size, size),), path, ["image"],
+                        list(BACKBONE_OUTPUTS), keep_batchnorm=True, opset=TENSORRT_OPSET)
     # The backbone must be pure convolution arithmetic for TensorRT and for the int8 path (DESIGN.md trap 3).
     if "Gather" in graph.op_histogram:
         raise EdgeVadError(f"{Path(path).name}: the backbone graph has Gather ops (dynamic padding?); "
                            "build the backbone with a fixed image size")
     graph.inputs[0]["layout"] = "NCHW"
     return graph
+
+
+def export_fine_describer(backbone: nn.Module, path: Path | str) -> OnnxGraph:
+    """The backbone's ImageNet classifier on one pooled trunk feature (Gemm; its weights are the package's)."""
+    return export_onnx(backbone.classifier, (torch.zeros(1, backbone.spec.trunk_channels),), path, ["trunk_feature"],
+                       ["imagenet_logits"])
 
 
 def export_qacm(student: nn.Module, path: Path | str) -> OnnxGraph:

@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from edge_vad.bundle.manifest import PackageWeights
+from edge_vad.bundle.package_weights import materialise
 from edge_vad.bundle.torch_state_dict import read_state_dict
 from edge_vad.fileio import atomic_write_bytes, sha256_file
 
@@ -106,3 +107,19 @@ def externalise(graph_path: Path, source: PackageFile, location: str) -> Optiona
                             sha256=digest.hexdigest())
     return record.model_dump(mode="json")
 
+
+
+def leave_in_package(work: Any, backbone: Any, graph: Path, location: str) -> tuple[Optional[dict[str, Any]], Path]:
+    """Leave the backbone's pip-package weights out of an exported graph (unless --inline-weights): the manifest's
+    `package_weights` record (None: the graph keeps them all) and a loadable copy of the graph (the graph itself,
+    or graph + weights laid out in work.scratch by the runtime's own code)."""
+    weights = getattr(backbone, "weights_path", None)
+    source = find_package_file(weights) if weights is not None and not work.plan.inline_weights else None
+    record = externalise(graph, source, location) if source is not None else None
+    if record is None:
+        return None, graph
+    assert work.scratch is not None and source is not None
+    loadable = materialise(graph, sha256_file(graph), PackageWeights(**record), work.scratch)
+    work.progress.note(f"{graph.name}: {record['bytes'] / 1e6:.1f} MB of weights stay in pip package "
+                       f"{source.package} {source.version} ({len(record['keys'])} tensors); the device lays them out")
+    return record, loadable

@@ -372,16 +372,17 @@ class AdjustMobileNet(nn.Module):
                 raise EdgeVadError(
                     f"{self.backbone_name} expects input [B,3,{size},{size}], got {list(x.shape)}; use preprocess_bgr"
                 )
+        feature, heatmap, trunk_feature = self.per_frame_outputs(x)
+        return CoarseFrameOutput(feature=feature, heatmap=heatmap, imagenet_logits=self.classifier(trunk_feature),
+                                 trunk_feature=trunk_feature)
+
+    def per_frame_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the device computes on EVERY frame: (feature, heatmap, trunk_feature). The ImageNet classifier
+        is not part of it: only the fine stage's descriptions read it, on the frames the gate lets through."""
         trunk_map = self.trunk(x)
         f_a = self.branch(trunk_map)
         # Means over an NHWC view: reducing NCHW dims leaves TRANSPOSE ops in the EdgeTPU model.
-        trunk_feature = trunk_map.permute(0, 2, 3, 1).mean(dim=(1, 2))
-        return CoarseFrameOutput(
-            feature=f_a.permute(0, 2, 3, 1).mean(dim=(1, 2)),
-            heatmap=f_a,
-            imagenet_logits=self.classifier(trunk_feature),
-            trunk_feature=trunk_feature,
-        )
+        return f_a.permute(0, 2, 3, 1).mean(dim=(1, 2)), f_a, trunk_map.permute(0, 2, 3, 1).mean(dim=(1, 2))
 
     def preprocess_bgr(self, frames_uint8_bgr: np.ndarray) -> torch.Tensor:
         """uint8 BGR frames [N,H,W,3] -> this backbone's input; the same mapping the runtime applies."""

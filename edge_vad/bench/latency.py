@@ -2,10 +2,11 @@
 
 Stages, as the runtime runs them (edge_vad.runtime.coarse, fine_model):
 - preprocess        decoded BGR frame -> the backbone's input tensor (resize, normalise or quantise)
-- coarse_backbone   one frame through the backbone graph (feature, heatmap, ImageNet logits, trunk feature)
+- coarse_backbone   one frame through the backbone graph (feature, heatmap, trunk feature)
 - qacm              the QACM student on a window of W real features
 - fine_encoder      the fine stage's own image tower (clip-vit-b16 bundles); lite0-minilm reuses the coarse
-                    backbone's trunk feature, so nothing runs: reported as not run, with the reason
+                    backbone's trunk feature and runs only the describer (the ImageNet classifier on it, for
+                    the description id) on the frames the fine stage reads
 - fine_head         one recurrent step of the fine head plus the cosine with the text table (FineModel.step)
 plus `coarse_frame_to_score`: CoarseStage.step as a whole (decoded frame -> score), the figure behind the
 issue's ">= 30 fps on one core".
@@ -152,6 +153,9 @@ def _fine_stages(bundle_dir: Path, manifest: Manifest, plan: Any, by_stage: Dict
     enc_load_ms = None
     if enc_plan is not None:
         _, enc_load_ms = timed_once(lambda: _load_stage(models, manifest, enc_plan))
+    desc_plan = by_stage.get("fine_describer")
+    if desc_plan is not None:
+        _, enc_load_ms = timed_once(lambda: _load_stage(models, manifest, desc_plan))
     head_plan = by_stage["fine_head"]
     _, head_load_ms = timed_once(lambda: _load_stage(models, manifest, head_plan))
     set_ = ModelSet(manifest, bundle_dir, plan, models)
@@ -165,13 +169,21 @@ def _fine_stages(bundle_dir: Path, manifest: Manifest, plan: Any, by_stage: Dict
         out["fine_encoder"] = _entry(enc, (enc_load_ms or 0.0) + first_ms,
                                      time_calls(lambda i: enc.infer(enc_feeds[i % n], raw_inputs=pre.raw),
                                                 iterations, warmup), artifact=enc_plan.file.name if enc_plan else "")
-    else:
+    kept = [fine.frame_record(i, float(i), f, _coarse_output(o)) for i, (f, o) in enumerate(zip(frames, outs))]
+    if not fine.needs_image and fine.describer is not None and desc_plan is not None:
+        _, first_ms = timed_once(lambda: fine.encode(kept[0]))
+        out["fine_encoder"] = _entry(fine.describer, (enc_load_ms or 0.0) + first_ms,
+                                     time_calls(lambda i: fine.encode(kept[i % n]), iterations, warmup),
+                                     artifact=desc_plan.file.name,
+                                     note=f"{manifest.fine.encoder}: the fine image feature is the coarse backbone's "
+                                          f"{manifest.fine.image_input}; this is the ImageNet classifier giving the "
+                                          "frame's description id, run only for the frames the fine stage reads")
+    elif not fine.needs_image:
         out["fine_encoder"] = _entry(None, None, None, note=(
             f"{manifest.fine.encoder}: the fine image feature is the coarse backbone's {manifest.fine.image_input}, "
             "computed for every frame anyway; no separate encoder runs (0 ms extra)"))
     # (feature, description id) per frame, exactly as the fine worker derives them (runs the tower if any)
-    records = [fine.encode(fine.frame_record(i, float(i), f, _coarse_output(o)))
-               for i, (f, o) in enumerate(zip(frames, outs))]
+    records = [fine.encode(k) for k in kept]
     rows = [fine.row_of(d) for _, d in records]
     holder = [fine.initial_state()]
 
@@ -189,5 +201,4 @@ def _fine_stages(bundle_dir: Path, manifest: Manifest, plan: Any, by_stage: Dict
 def _coarse_output(out: Dict[str, np.ndarray]) -> Any:
     """The CoarseOutput fields FineModel.frame_record reads, from backbone outputs (score unused there)."""
     return CoarseOutput(score=0.0, logit=0.0, feature=out["feature"].reshape(-1),
-                        trunk_feature=out["trunk_feature"].reshape(-1),
-                        imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=np.zeros((1, 1), np.float32))
+                        trunk_feature=out["trunk_feature"].reshape(-1), heatmap=np.zeros((1, 1), np.float32))

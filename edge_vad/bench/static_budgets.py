@@ -91,7 +91,8 @@ def static_budgets(manifest: Manifest, profile: TargetProfile, fine_reference: O
     checks: Dict[str, Dict[str, Any]] = {}
     if b.max_params is not None or b.max_flops is not None:
         for key, stages, label in (("coarse_per_frame", ["coarse_backbone", "coarse_head"], "coarse stage per frame"),
-                                   ("fine_per_frame", ["fine_image", "fine_head"], "fine stage per frame (bundle)")):
+                                   ("fine_per_frame", ["fine_image", "fine_describer", "fine_head"],
+                                    "fine stage per frame (bundle)")):
             totals = _stage_totals(manifest, key, stages)
             if totals is None:
                 continue

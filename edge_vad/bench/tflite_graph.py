@@ -3,7 +3,7 @@ same graph cut down to some outputs (to time what a frame needs against what the
 
     g = read_graph(path)                          # needs ai-edge-litert (its flatbuffer schema and tools)
     g.ops[i].name, g.ops[i].macs, g.ops[i].serves   # e.g. "CONV_2D", 4_816_896, {"feature", "heatmap", ...}
-    by = g.macs_by_outputs()                      # {("imagenet_logits",): 1_280_000, (all four): ..., ...}
+    by = g.macs_by_outputs()                      # {("feature", "heatmap"): ..., (all outputs): ..., ...}
     open(out, "wb").write(prune(path, keep=("feature", "heatmap")))   # ops no kept output needs are gone
     open(out, "wb").write(prefix(path, k))        # ops 0..k only, op k's output the model's output
 

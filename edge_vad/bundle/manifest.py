@@ -28,11 +28,12 @@ DEFAULT_BUNDLE_PACKAGE = "edge_vad"  # the shipped bundle is package data of the
 DEFAULT_BUNDLE_SUBDIR = ("bundles", "default")
 
 Stage = Literal[
-    "coarse_backbone",  # frame -> feature, heatmap, ImageNet logits, trunk feature (every frame)
+    "coarse_backbone",  # frame -> feature, heatmap, trunk feature (every frame)
     "coarse_head",  # QACM student: last W features -> anomaly logit (every frame)
     "coarse_teacher",  # AFED teacher, single recurrent step (bench / explain, not the device's hot path)
     "fine_image",  # CLIP image tower (clip-vit-b16 only; lite0-minilm reuses the coarse backbone)
     "fine_head",  # image feature + RWKV state -> L2-normalised video feature + new state
+    "fine_describer",  # trunk feature -> ImageNet logits (lite0-minilm descriptions; fine-stage frames only)
     "text_table",  # constant class x description text embeddings (no text encoder on the device)
     "calibration",  # preprocessed frames for building an int8 TensorRT engine on the device
     "reference",  # inputs and ONNX outputs a newly built TensorRT engine must reproduce
@@ -253,13 +254,16 @@ class Descriptions(_Strict):
     """Frame descriptions: a frame gets a description id (an index into `vocabulary`), which selects the
     text-table row vocabulary_to_row[id] (ids unseen in training map to the fallback row).
 
-    source imagenet_logits (lite0-minilm): the vocabulary is ImageNet-1k in class order, so the id is the argmax
-    of the coarse backbone's imagenet_logits and vocabulary_to_row maps ImageNet class id -> row.
+    source frame_describer (lite0-minilm): the vocabulary is ImageNet-1k in class order; the id is the argmax of
+    the fine_describer graph (the backbone's ImageNet classifier) on the frame's trunk feature, computed only for
+    the frames the fine stage reads, and vocabulary_to_row maps ImageNet class id -> row.
+    source imagenet_logits: bundles made before the classifier left the per-frame graph; the runtime asks for
+    a re-export (edge_vad.runtime.fine_model).
     source clip_zero_shot (clip-vit-b16): the id is the argmax cosine between the frame's CLIP embedding and the
     rows of the `embeddings_artifact` ([vocabulary, dim], captions made with `template`).
     """
 
-    source: Literal["imagenet_logits", "clip_zero_shot"]
+    source: Literal["frame_describer", "imagenet_logits", "clip_zero_shot"]
     vocabulary: List[str]
     rows: List[str]  # the description sentence of each text-table row
     vocabulary_to_row: List[int]

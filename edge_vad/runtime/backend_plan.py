@@ -23,12 +23,12 @@ from edge_vad.runtime.trt_plan import tensorrt_options
 
 log = logging.getLogger("edge_vad.stages")
 
-RUNTIME_STAGES = ("coarse_backbone", "coarse_head", "fine_image", "fine_head")
+RUNTIME_STAGES = ("coarse_backbone", "coarse_head", "fine_image", "fine_describer", "fine_head")
 
 
 @dataclass(frozen=True)
 class StagePlan:
-    stage: str  # coarse_backbone | coarse_head | fine_image | fine_head
+    stage: str  # one of RUNTIME_STAGES
     artifact: str  # the manifest's artifact name
     file: Path
     backend: str
@@ -61,12 +61,22 @@ def _stage_artifact(manifest: Manifest, target: TargetProfile, stage: str, backe
     return names[0] if names else None
 
 
+def _fine_stage_needs(manifest: Manifest, stage: str) -> bool:
+    """Whether a bundle with a fine stage must have an artifact for `stage`."""
+    if stage == "fine_head":
+        return True
+    if stage == "fine_image":
+        return manifest.fine is not None and manifest.fine.image_input == "clip_visual"
+    return manifest.descriptions is not None and manifest.descriptions.source == "frame_describer"
+
+
 def _artifact_backend(name: str, art: Artifact, target: TargetProfile, backend: str) -> str:
     """The backend for one artifact: the target's where it can load it, else the host's for its format.
-    The fine head is a small recurrent graph: it always runs on onnxruntime (the bundle's notes say so)."""
+    The fine head is a small recurrent graph and the describer one matrix product: both run on onnxruntime
+    (the bundle's notes say so)."""
     if art.format == "tflite":
         return backend if backend in ("tflite", "edgetpu") else "tflite"
-    if backend == "tensorrt" and art.stage != "fine_head" and target.tensorrt is not None \
+    if backend == "tensorrt" and art.stage not in ("fine_head", "fine_describer") and target.tensorrt is not None \
             and name in target.tensorrt.onnx_artifacts:
         return "tensorrt"
     return "onnxruntime"
@@ -122,7 +132,7 @@ def _stage_plans(manifest: Manifest, bundle_dir: Path, choice: BackendChoice, ru
             if stage in ("coarse_backbone", "coarse_head"):
                 raise EdgeVadError(f"bundle {bundle_dir}: target {target_name} has no {stage} artifact; re-export it "
                                    "from a checkpoint with a trained QACM student")
-            if stage == "fine_head" or manifest.fine.image_input == "clip_visual":  # type: ignore[union-attr]
+            if _fine_stage_needs(manifest, stage):
                 raise EdgeVadError(f"bundle {bundle_dir}: the manifest has a fine stage but target {target_name} lists "
                                    f"no {stage} artifact; re-export the bundle")
             continue

@@ -32,7 +32,7 @@ from edge_vad.runtime.preprocess import Preprocessor
 
 log = logging.getLogger("edge_vad.stages")
 
-BACKBONE_OUTPUTS = ("feature", "heatmap", "imagenet_logits", "trunk_feature")  # edge_vad_export.onnx_export
+BACKBONE_OUTPUTS = ("feature", "heatmap", "trunk_feature")  # edge_vad_export.onnx_export
 HEATMAP_CHANNEL_MEAN = "channel-mean"  # how the F_A channels become one heatmap when no weights are given
 HEATMAP_WEIGHTED = "channel-weights"
 HEATMAP_FA_MOTION = "fa-motion"  # edge_vad.runtime.heatmap: F_A's change x grey-level motion (bundles since issue 15)
@@ -65,7 +65,6 @@ class CoarseOutput:
     logit: float
     feature: np.ndarray  # [D] pooled F_A (the QACM reads edge_vad.head_input of these)
     trunk_feature: np.ndarray  # [T] pooled backbone trunk
-    imagenet_top1: int  # argmax of imagenet_logits: the frame's description id (lite0-minilm)
     heatmap: np.ndarray  # [h, w] F_A channels combined (mean, or manifest weights)
     fa_map: Optional[np.ndarray] = None  # [C, h, w] F_A itself (scene calibration reads it per region)
 
@@ -175,5 +174,4 @@ class CoarseStage:
         else:
             heat = self.heatmap(out["heatmap"])
         return state, CoarseOutput(
-            score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=trunk,
-            imagenet_top1=int(np.argmax(out["imagenet_logits"])), heatmap=heat, fa_map=fa_map)
+            score=sigmoid(logit), logit=logit, feature=feature, trunk_feature=trunk, heatmap=heat, fa_map=fa_map)

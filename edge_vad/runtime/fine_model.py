@@ -1,8 +1,9 @@
 """The fine stage's per-frame step on the device (while the gate is open) and its event-level summary.
 
 Fine step (lite0-minilm): the frame's fine image feature (the manifest's `fine.image_input`: the backbone's
-trunk_feature, feature, or both concatenated), the frame's description id (argmax of imagenet_logits) ->
-text-table row (descriptions.vocabulary_to_row, unseen ids -> fallback row); fine_head(feature, state) ->
+trunk_feature, feature, or both concatenated), the frame's description id (argmax of the fine_describer
+graph, the backbone's ImageNet classifier, on the frame's trunk feature; run only for the frames the fine stage
+reads, not on every frame) -> text-table row (descriptions.vocabulary_to_row, unseen ids -> fallback row); fine_head(feature, state) ->
 L2-normalised video feature v; logits_c = cos(v, table[c, row]) / tau. (clip-vit-b16: the CLIP image tower
 gives the embedding, and the description id is the argmax cosine with the description embeddings.)
 Event level: per class the mean of the k largest frame logits, k = max(1, n // mil_divisor) (MIL top-k,
@@ -33,7 +34,7 @@ class FineFrame:
     index: int
     t: float
     feature: Optional[np.ndarray]  # fine image feature (lite0-minilm); None when the fine stage encodes images
-    description_id: Optional[int]  # vocabulary id (lite0-minilm: ImageNet top-1); None with an image encoder
+    describe_from: Optional[np.ndarray]  # trunk feature, the describer's input (lite0-minilm); None with CLIP
     image: Optional[np.ndarray] = None  # BGR frame, only for a fine stage with its own image encoder
 
 
@@ -89,6 +90,14 @@ class FineModel:
         elif self.image_input not in ("trunk_feature", "feature", "both"):
             raise EdgeVadError(f"fine.image_input {self.image_input!r} is not one this runtime knows "
                                "(trunk_feature, feature, both, clip_visual); update edge-vad")
+        self.describer = models.get("fine_describer")
+        if desc.source == "imagenet_logits":
+            raise EdgeVadError("this bundle's backbone computes ImageNet logits on every frame (exported by an older "
+                               "edge-vad); re-export it with `edge-vad export`, which moves them to its "
+                               "fine_describer graph")
+        if desc.source == "frame_describer" and self.describer is None:
+            raise EdgeVadError("the bundle's descriptions come from its fine_describer graph, which its target does "
+                               "not list; re-export the bundle")
 
     def _timed(self, stage: str):
         return self.metrics.stage(stage) if self.metrics is not None else nullcontext()
@@ -97,18 +106,24 @@ class FineModel:
         return self._initial.copy()
 
     def frame_record(self, index: int, t: float, image: np.ndarray, coarse: CoarseOutput) -> FineFrame:
-        """What to keep of a scored frame for the fine stage (no model call for lite0-minilm)."""
+        """What to keep of a scored frame for the fine stage (no model call: that waits for `encode`)."""
         if self.needs_image:
             return FineFrame(index, t, None, None, image)
         parts = {"trunk_feature": (coarse.trunk_feature,), "feature": (coarse.feature,),
                  "both": (coarse.trunk_feature, coarse.feature)}[self.image_input]
-        return FineFrame(index, t, np.concatenate(parts).astype(np.float32), coarse.imagenet_top1)
+        return FineFrame(index, t, np.concatenate(parts).astype(np.float32), coarse.trunk_feature)
 
     def encode(self, frame: FineFrame) -> Tuple[np.ndarray, int]:
-        """(fine image feature, description id) of a frame; runs the CLIP image tower where there is one."""
+        """(fine image feature, description id) of a frame the fine stage reads; runs the describer graph or the
+        CLIP image tower."""
         if not self.needs_image:
-            assert frame.feature is not None and frame.description_id is not None
-            return frame.feature, frame.description_id
+            assert frame.feature is not None and frame.describe_from is not None and self.describer is not None
+            spec = self.describer.inputs[0]
+            feed = {spec.name: np.asarray(frame.describe_from, np.float32).reshape(
+                tuple(d if d is not None else 1 for d in spec.shape))}
+            with self._timed("fine_encoder"):
+                logits = next(iter(self.describer.infer(feed).values()))
+            return frame.feature, int(np.argmax(logits))
         assert self.encoder is not None and self.image_preprocess is not None and frame.image is not None
         with self._timed("fine_encoder"):
             emb = next(iter(self.encoder.infer(self.image_preprocess(frame.image),

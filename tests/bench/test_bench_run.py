@@ -103,7 +103,9 @@ def test_full_run_on_a_tiny_stream(tiny, tiny_clip_bundle, tmp_path, monkeypatch
         assert {"backend", "cold_ms", "p50_ms", "p95_ms", "p99_ms"} <= set(s), name
         if s["runs"]:
             assert s["iterations"] == 5 and s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] and s["cold_ms"] > 0
-    assert data["stages"]["fine_encoder"]["runs"] is False  # lite0-minilm reuses the backbone
+    # lite0-minilm reuses the backbone's trunk feature; only the describer (ImageNet classifier) runs
+    assert data["stages"]["fine_encoder"]["runs"] is True
+    assert data["stages"]["fine_encoder"]["artifact"] == "fine_describer.onnx"
     assert "not on a jetson-nano" in data["latency"]["label"]
     e = data["end_to_end"]
     assert e["frames"] == 50 and e["decode"]["frames"] == 50

@@ -44,12 +44,13 @@ def test_branches_and_cut_graphs_of_the_shipped_backbone(int8_backbone):
     from edge_vad.bench.tflite_graph import prefix, prune, read_graph
 
     g = read_graph(int8_backbone)
-    assert set(g.outputs) == {"feature", "heatmap", "imagenet_logits", "trunk_feature"}
+    # every output is needed on every frame: the ImageNet classifier is the fine stage's describer graph
+    assert set(g.outputs) == {"feature", "heatmap", "trunk_feature"}
+    assert "FULLY_CONNECTED" not in {op.name for op in g.ops}
     by = g.macs_by_outputs()
     assert sum(by.values()) == g.total_macs
-    assert by[("imagenet_logits",)] == 1280 * 1000  # the classifier serves only the logits
     assert by[("feature", "heatmap")] > 0  # the F_A branch
-    trunk = by[("feature", "heatmap", "imagenet_logits", "trunk_feature")]
+    trunk = by[("feature", "heatmap", "trunk_feature")]
     assert trunk > 0.8 * g.total_macs  # the Lite0 trunk serves every output
     x = np.random.default_rng(0).integers(-128, 128, (1, 224, 224, 3), dtype=np.int8)
     full = _run(int8_backbone.read_bytes(), x)
@@ -57,10 +58,9 @@ def test_branches_and_cut_graphs_of_the_shipped_backbone(int8_backbone):
     assert len(cut) == 2
     for name, value in cut.items():
         np.testing.assert_array_equal(value, full[name])  # the kept outputs are exactly the full graph's
-    # the prefix ending at the last op (the classifier) computes the full graph's logits
-    (name, logits), = _run(prefix(int8_backbone, len(g.ops) - 1), x).items()
-    assert g.ops[-1].name == "FULLY_CONNECTED" and "imagenet_logits" in name
-    np.testing.assert_array_equal(logits, full[name])
+    # the prefix ending at the last op computes one of the full graph's outputs
+    (_, value), = _run(prefix(int8_backbone, len(g.ops) - 1), x).items()
+    assert any(v.shape == value.shape and np.array_equal(v, value) for v in full.values())
 
 
 def test_callgrind_totals_line():

@@ -25,4 +25,4 @@ class ScriptedCoarse:
         heat = np.zeros((7, 7), np.float32)
         heat[i % 7, 3] = 1.0
         return CoarseState(None, i + 1), CoarseOutput(score, 0.0, np.full(4, i, np.float32), np.full(4, i, np.float32),
-                                                      i % 3, heat)
+                                                      heat)

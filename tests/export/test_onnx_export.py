@@ -25,7 +25,7 @@ from edge_vad_export import parity as px  # noqa: E402
 from edge_vad_export.budgets import artifact_budgets, budget_checks, count_onnx  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-LITE0_GRAPH_OPS = {"Conv", "BatchNormalization", "Clip", "Add", "ReduceMean", "Sub", "Relu", "Gemm", "ConvTranspose"}
+LITE0_GRAPH_OPS = {"Conv", "BatchNormalization", "Clip", "Add", "ReduceMean", "Sub", "Relu", "ConvTranspose"}
 SUIT = 834  # ImageNet class of the real photo images/franz-kafka.jpg (shared data README)
 
 
@@ -55,8 +55,10 @@ def test_backbone_graph_is_static_convolution_arithmetic(lite0) -> None:
     assert set(graph.op_histogram) <= LITE0_GRAPH_OPS, graph.op_histogram
     assert graph.op_histogram["ConvTranspose"] == 1
     assert [(i["name"], i["shape"], i["layout"]) for i in graph.inputs] == [("image", [1, 3, 224, 224], "NCHW")]
+    # what every frame needs, and no more: the ImageNet classifier (Gemm) is the fine stage's describer graph
     assert {o["name"]: o["shape"] for o in graph.outputs} == {
-        "feature": [1, 128], "heatmap": [1, 128, 14, 14], "imagenet_logits": [1, 1000], "trunk_feature": [1, 1280]}
+        "feature": [1, 128], "heatmap": [1, 128, 14, 14], "trunk_feature": [1, 1280]}
+    assert "Gemm" not in graph.op_histogram
     model = onnx.load(str(graph.path))
     # exported at the opset TensorRT 8.0 / 8.2 (JetPack 4.6.x) parse (docs/jetson.md, "Opset policy")
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"} and model.opset_import[0].version == ox.TENSORRT_OPSET == 13
@@ -65,7 +67,8 @@ def test_backbone_graph_is_static_convolution_arithmetic(lite0) -> None:
 def test_backbone_parity_on_frames(lite0) -> None:
     backbone, graph = lite0
     frames, kind = _frames(4)
-    checks, ref = px.onnx_vs_torch(backbone, graph.path, [{"image": backbone.preprocess_bgr(f).numpy()} for f in frames])
+    checks, ref = px.onnx_vs_torch(ox.PerFrameBackbone(backbone), graph.path,
+                                   [{"image": backbone.preprocess_bgr(f).numpy()} for f in frames])
     assert set(checks) == {f"{n}_vs_torch" for n in ox.BACKBONE_OUTPUTS}
     for name, c in checks.items():
         # Measured ~1e-6 .. 5e-6 (DESIGN.md: 2.5e-6); the declared tolerance is 1e-4.
@@ -74,21 +77,29 @@ def test_backbone_parity_on_frames(lite0) -> None:
 
 
 @pytest.mark.shared_data
-def test_backbone_onnx_ranks_the_real_photo_as_a_suit(lite0, shared_data: Path) -> None:
+def test_backbone_then_describer_rank_the_real_photo_as_a_suit(lite0, shared_data: Path, tmp_path: Path) -> None:
     import cv2
 
     backbone, graph = lite0
+    describer = ox.export_fine_describer(backbone, tmp_path / "fine_describer.onnx")
+    assert [(i["name"], i["shape"]) for i in describer.inputs] == [("trunk_feature", [1, 1280])]
+    assert [(o["name"], o["shape"]) for o in describer.outputs] == [("imagenet_logits", [1, 1000])]
     image = cv2.imread(str(shared_data / "images" / "franz-kafka.jpg"))
-    logits = px.OrtRunner(graph.path).run({"image": backbone.preprocess_bgr(image).numpy()})["imagenet_logits"]
+    trunk = px.OrtRunner(graph.path).run({"image": backbone.preprocess_bgr(image).numpy()})["trunk_feature"]
+    logits = px.OrtRunner(describer.path).run({"trunk_feature": trunk})["imagenet_logits"]
     assert int(np.argmax(logits)) == SUIT
+    with torch.no_grad():  # the two graphs together compute what the PyTorch backbone's classifier does
+        ref = backbone(backbone.preprocess_bgr(image)).imagenet_logits.numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_backbone_budgets_counted_from_the_graph(lite0) -> None:
     backbone, graph = lite0
     b = artifact_budgets(graph.path, graph.path, "onnx")
-    # Lite0 ~385 M MACs + the 1280->128 stride-2 deconv (1280*49*128*4 = 32.1 M) + FC 1.28 M; BN is no MAC.
+    # Lite0 ~385 M MACs + the 1280->128 stride-2 deconv (1280*49*128*4 = 32.1 M); BN is no MAC.
     assert 0.40e9 <= b["macs"] <= 0.43e9 and b["flops"] == 2 * b["macs"]
-    torch_params = backbone.parameter_counts()["total"]
+    counts = backbone.parameter_counts()
+    torch_params = counts["total"] - counts["classifier"]  # the classifier is the describer graph's
     # BatchNorm stays in the graph but counts as the bias it folds into (budgets.py rule): below torch's count,
     # which has two vectors per BatchNorm
     assert 0.97 * torch_params <= b["params"] <= torch_params

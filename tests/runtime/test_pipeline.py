@@ -109,13 +109,13 @@ class RecordingFine:
         self.seen: List[int] = []
 
     def frame_record(self, index, t, image, coarse):
-        return FineFrame(index, t, coarse.feature, coarse.imagenet_top1)
+        return FineFrame(index, t, coarse.feature, np.zeros(1, np.float32))
 
     def initial_state(self):
         return np.zeros(1, np.float32)
 
     def encode(self, frame):
-        return frame.feature, frame.description_id
+        return frame.feature, int(frame.describe_from[0])
 
     def row_of(self, description_id):
         return description_id
@@ -213,7 +213,7 @@ def test_fine_worker_drops_oldest_and_reports_it() -> None:
     hold = threading.Event()
     dropped: List[FineJob] = []
     worker = FineWorker(RecordingFine(hold), queue_size=2, on_drop=dropped.append, name="t")
-    frame = lambda i: FineFrame(i, i / 10, np.full(4, i, np.float32), 0)  # noqa: E731
+    frame = lambda i: FineFrame(i, i / 10, np.full(4, i, np.float32), np.zeros(1, np.float32))  # noqa: E731
     try:
         worker.submit(FineJob(1, (frame(0),), seq=1))  # taken by the worker, which then blocks in step()
         deadline = time.monotonic() + 5
@@ -306,10 +306,32 @@ def test_coarse_scores_equal_the_pytorch_student(exported, shared_data: Path) ->
     assert np.ptp(ref) > 1e-4  # the scores move with the frames: the comparison is not of constants
 
 
+def test_bundle_with_per_frame_imagenet_logits_asks_for_a_re_export(exported, tmp_path: Path) -> None:
+    """An older lite0-minilm bundle (descriptions from the backbone's own per-frame logits): one clear line."""
+    import json
+    import shutil
+
+    from edge_vad.errors import EdgeVadError
+    from edge_vad.runtime.fine_model import FineModel
+
+    bundle = tmp_path / "older"
+    shutil.copytree(exported[0], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["descriptions"]["source"] = "imagenet_logits"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    models = _load(bundle)
+    try:
+        with pytest.raises(EdgeVadError, match="ImageNet logits on every frame .* re-export it with `edge-vad export`"):
+            FineModel(models)
+    finally:
+        models.close()
+
+
 def test_fine_stage_equals_the_pytorch_fine_stage(exported, shared_data: Path) -> None:
     """Per-frame class logits (explicit RWKV state, text-table row per frame) and the event's MIL top-k
     probabilities == FineStage.forward on the same features and rows."""
     torch = pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
+    from edge_vad_models.checkpoint import load_coarse
     from edge_vad_models.training.fine import load_fine
 
     from edge_vad.runtime.coarse import CoarseStage
@@ -321,20 +343,29 @@ def test_fine_stage_equals_the_pytorch_fine_stage(exported, shared_data: Path) -
     models = _load(bundle)
     try:
         coarse, fine = CoarseStage(models), FineModel(models)
+        described = []  # the describer runs only for the frames the fine stage reads, never per scored frame
+        infer = fine.describer.infer
+        fine.describer.infer = lambda feed: described.append(1) or infer(feed)
         state, records = coarse.initial_state(), []
         for i, f in enumerate(frames):
             state, out = coarse.step(state, f)
             records.append(fine.frame_record(i, i / 10, f, out))
+        assert described == []
         proc = FineProcessor(fine)
         result = proc.run(FineJob(1, tuple(records[:12]), seq=1))
+        assert len(described) == 12
         result = proc.run(FineJob(1, tuple(records[12:]), final=True, seq=2))
+        ids = [fine.encode(r)[1] for r in records]  # the describer graph on each frame's trunk feature
         ep_logits = np.stack([np.log(p) for _, p in result.frame_probs])  # only job 2's frames
         summary = result.summary
     finally:
         models.close()
     stage, _ = load_fine(ckpt)
     feats = torch.from_numpy(np.stack([r.feature for r in records])[None])
-    rows = torch.tensor([[fine.row_of(r.description_id) for r in records]])
+    with torch.no_grad():  # the describer's ids == PyTorch's classifier on the same trunk features
+        ref_ids = load_coarse(ckpt).backbone.classifier(torch.from_numpy(np.stack([r.describe_from for r in records])))
+    assert ids == ref_ids.argmax(dim=-1).tolist()
+    rows = torch.tensor([[fine.row_of(i) for i in ids]])
     with torch.no_grad():
         out = stage.eval()(feats, description_ids=rows)
     ref_frame = torch.log_softmax(out.snippet_logits[0], dim=-1).numpy()[12:]
