@@ -65,6 +65,14 @@ def search_lines(search: Optional[dict]) -> list[str]:
     lines = [search.get("note", ""), "", "| variant | " + " | ".join(METRIC_NAMES.values()) + " |", "|---|---|---|---|"]
     for name, d in search["variants"].items():
         lines.append(f"| {name} | " + " | ".join(_ms(d.get(m, {})) for m in METRIC_NAMES) + " |")
+    if search.get("finalists"):
+        lines += ["", "Finalists in the recipe's own cross-validation (F_A branch fitted per fold), with the margin over "
+                  "the best baseline of each measure:", "",
+                  "| finalist | " + " | ".join(METRIC_NAMES.values()) + " | smallest margin | gate: false events "
+                  "per 10 min |", "|---|---|---|---|---|---|"]
+        for name, d in search["finalists"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{_ms(d[m])} ({d['margins'][m]:+.3f})" for m in METRIC_NAMES)
+                         + f" | {d['smallest_margin']:+.3f} | {d['gate_false_events_per_10_min']:.2f} |")
     return lines
 
 
@@ -142,6 +150,8 @@ def write_model_card(out_dir: Path) -> Path:
         "  Platt-scaled on out-of-fold logits (edge_vad_models.coarse_heads.WindowStatsHead). The AFED teacher is",
         "  trained too (same inputs, MIL) and exported for bench / explain; the deployed head does not learn from it",
         "  because distilling lowered every cross-validated figure (table below).",
+        f"- In the loss every video weighs the same within its set, and the Ped2 videos together weigh "
+        f"{design['ped2_share']:g} x the fight-surv clips together; W, C and that weight come from the design search below.",
         f"- Gate: on {final['gate']['on_threshold']:.3f} / off {final['gate']['off_threshold']:.3f}, chosen on the "
         f"out-of-fold scores of the {final['gate']['n_frames']} frames of normal clips",
         f"  ({final['gate']['rule']}).",
