@@ -85,6 +85,8 @@ def _artifact_backend(name: str, art: Artifact, target: TargetProfile, backend: 
 def _options(backend: str, plan_name: str, stage: str, target: TargetProfile, runtime: RuntimeConfig,
              bundle_dir: Path, manifest: Manifest, threads: int) -> Dict[str, Any]:
     if backend == "onnxruntime":
+        if stage == "fine_describer":  # one small Gemm, now and then: a thread pool of its own would only idle
+            threads = 1
         # tensorrt_fp16: used only where onnxruntime has its TensorRT execution provider (NVIDIA's Jetson wheels):
         # it builds its own engines, cached, in fp16 unless fp32 is asked for (it has no calibration for int8)
         return {"threads": threads, "tensorrt_fp16": runtime.precision != "fp32"}
