@@ -57,8 +57,9 @@ VARIANTS = {
     "W 8, Ped2 x4, C 0.003 (deployed)": WindowDesign(inputs=(P, F), C=0.003, window=8, ped2_share=4.0),
     "W 8, Ped2 x4, C 0.001": WindowDesign(inputs=(P, F), C=0.001, window=8, ped2_share=4.0),
 }
-# Finalists: the variants with the largest smallest margin above, cross-validated again the way the recipe does it
-# (models/training/default_cv.run_cv: the F_A branch fitted per fold, not one PCA of all videos)
+# Finalists: the previous deployed design and four W 8 variants near the top of the table above by their smallest
+# margin, cross-validated again the way the recipe does it (models/training/default_cv.run_cv: the F_A branch
+# fitted per fold, not one PCA of all videos)
 FINALISTS = ("deployed inputs, W 16, C 0.003 (deployed until the W 8 sweep)", "W 8, Ped2 x1", "W 8, Ped2 x2, C 0.001",
              "W 8, Ped2 x3, C 0.001", "W 8, Ped2 x4, C 0.003 (deployed)")
 SELECTION = ("the deployed design (models/training/default_cv.py DESIGN) is, of the finalists whose gate keeps to "
