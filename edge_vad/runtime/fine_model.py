@@ -3,9 +3,10 @@
 Fine step (lite0-minilm): the frame's fine image feature (the manifest's `fine.image_input`: the backbone's
 trunk_feature, feature, or both concatenated), the frame's description id (argmax of the fine_describer
 graph, the backbone's ImageNet classifier, on the frame's trunk feature; run only for the frames the fine stage
-reads, not on every frame) -> text-table row (descriptions.vocabulary_to_row, unseen ids -> fallback row); fine_head(feature, state) ->
-L2-normalised video feature v; logits_c = cos(v, table[c, row]) / tau. (clip-vit-b16: the CLIP image tower
-gives the embedding, and the description id is the argmax cosine with the description embeddings.)
+reads, not on every frame) -> text-table row (descriptions.vocabulary_to_row, unseen ids -> fallback row);
+fine_head(feature, state) -> L2-normalised video feature v; logits_c = cos(v, table[c, row]) / tau.
+(clip-vit-b16: the CLIP image tower gives the embedding, and the description id is the argmax cosine with the
+description embeddings.)
 Event level: per class the mean of the k largest frame logits, k = max(1, n // mil_divisor) (MIL top-k,
 as in training), softmax over classes. The fine head's RWKV state is an array passed in and returned by
 `FineModel.step` (explicit data, DESIGN.md).
