@@ -18,8 +18,9 @@ from edge_vad_export.head_stream import frames_head_inputs
 
 def int8_modules(backbone: Any, student: Any) -> tuple[Any, Any]:
     """Edge-TPU-friendly forms of the coarse networks, same arithmetic (parity checks prove it): the backbone's
-    per-frame outputs (no ImageNet classifier: the fine stage's describer graph runs that), means over an NHWC view (an NCHW mean leaves TRANSPOSE ops) and the QACM's (1, k) convolutions with
-    dilation (d, d) instead of (1, d) (identical for height 1; the Edge TPU wants equal dilations)."""
+    per-frame outputs (no ImageNet classifier: the fine stage's describer graph runs that), means over an NHWC
+    view (an NCHW mean leaves TRANSPOSE ops) and the QACM's (1, k) convolutions with dilation (d, d) instead of
+    (1, d) (identical for height 1; the Edge TPU wants equal dilations)."""
     import copy
 
     import torch

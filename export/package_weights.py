@@ -108,7 +108,6 @@ def externalise(graph_path: Path, source: PackageFile, location: str) -> Optiona
     return record.model_dump(mode="json")
 
 
-
 def leave_in_package(work: Any, backbone: Any, graph: Path, location: str) -> tuple[Optional[dict[str, Any]], Path]:
     """Leave the backbone's pip-package weights out of an exported graph (unless --inline-weights): the manifest's
     `package_weights` record (None: the graph keeps them all) and a loadable copy of the graph (the graph itself,
