@@ -112,7 +112,10 @@ class FineModel:
             return FineFrame(index, t, None, None, image)
         parts = {"trunk_feature": (coarse.trunk_feature,), "feature": (coarse.feature,),
                  "both": (coarse.trunk_feature, coarse.feature)}[self.image_input]
-        return FineFrame(index, t, np.concatenate(parts).astype(np.float32), coarse.trunk_feature)
+        feature = np.concatenate(parts).astype(np.float32, copy=False)  # a copy of the backend's outputs
+        # the describer reads the trunk feature: the same array when that is the fine feature (one copy per frame)
+        describe_from = feature if self.image_input == "trunk_feature" else coarse.trunk_feature
+        return FineFrame(index, t, feature, describe_from)
 
     def encode(self, frame: FineFrame) -> Tuple[np.ndarray, int]:
         """(fine image feature, description id) of a frame the fine stage reads; runs the describer graph or the
