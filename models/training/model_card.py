@@ -1,5 +1,5 @@
 """models/default/MODEL_CARD.md from metrics.json (and, where present beside it, design_search.json,
-cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it was exported from this
+backbone_probe.json, cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it was exported from this
 coarse.pt). No figure is typed by hand: every number below comes from those files."""
 
 from __future__ import annotations
@@ -73,6 +73,22 @@ def search_lines(search: Optional[dict]) -> list[str]:
         for name, d in search["finalists"].items():
             lines.append(f"| {name} | " + " | ".join(f"{_ms(d[m])} ({d['margins'][m]:+.3f})" for m in METRIC_NAMES)
                          + f" | {d['smallest_margin']:+.3f} | {d['gate_false_events_per_10_min']:.2f} |")
+    return lines
+
+
+def probe_lines(probe: Optional[dict]) -> list[str]:
+    """Larger trunks on the fight-surv clips (backbone_probe.json)."""
+    if not probe:
+        return ["(backbone_probe.json not present: run `python -m edge_vad_models.training.backbone_probe`)"]
+    names = [k for k in next(iter(probe["trunks"].values())) if k != "input_size"]
+    lines = [probe["protocol"], "", "Fold-mean clip AUC ± std; in brackets the best of min(accuracy on fights, on normal "
+             "clips) over thresholds picked on the same out-of-fold scores (an upper bound for the fine stage's "
+             "goal on these two classes):", "",
+             "| trunk (input) | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for trunk, row in probe["trunks"].items():
+        lines.append(f"| {trunk} ({row['input_size']}) | " + " | ".join(
+            f"{_ms(row[n])} ({row[n]['best_min_class_accuracy']:.3f})" for n in names) + " |")
     return lines
 
 
@@ -195,7 +211,9 @@ def write_model_card(out_dir: Path) -> Path:
                   f"- overall: {_f(fine['accuracy'])}; per fold {', '.join(_f(a) for a in fine['fold_accuracy'])}",
                   f"- confusion ({fine['confusion_axes']}): {fine['confusion_matrix']}", ""]
     lines += ["## int8 (deployed) vs fp32", "", *bundle_lines(out_dir), *int8_lines(_load(out_dir / "int8_vs_fp32.json")), "",
-              "## Design search (what worked and what did not)", "", *search_lines(search), ""]
+              "## Design search (what worked and what did not)", "", *search_lines(search), "",
+              "### Larger trunks (EfficientNet-Lite1, Lite2)", "", *probe_lines(_load(out_dir / "backbone_probe.json")),
+              ""]
     secs = m["seconds"]
     lines += [f"Training time on 2 shared CPU cores: {secs['total'] / 60:.1f} min in all ("
               + ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f} min" for k, v in secs.items() if k != "total") + ").",
