@@ -4,12 +4,13 @@ end_to_end: fps of the whole cascade as deployed (fine stage in its worker threa
 written), and `fps_vs_coarse`: that fps over the coarse stage's own fps on the same frames with the same
 threads (another child runs only CoarseStage.step on every frame, decoding excluded), i.e. how much of the
 coarse stage's speed the pipeline keeps. The two alternate, coarse first and last (C P C P C P C:
-END_TO_END_ROUNDS pipeline runs), and each side's figure is the median of its runs: on a shared 2-core VM
-one run of either varied by +-15 % from minute to minute, so one pair could put the ratio anywhere from 0.8
-to 1.05; alternating moves both sides alike with the machine's load, and the median drops the odd run; also the decode-only fps of the same video (kept for reference: a
-decoder runs at thousands of fps, so pipeline/decode says little), gate duty cycle, dropped frames (fine
-snippets dropped by the full queue + frames a live source replaced + frames a damaged file never delivered),
-and the run's peak RSS (the child's VmHWM, see edge_vad.bench.subproc).
+END_TO_END_ROUNDS pipeline runs), and each side's figure is the median of its runs: on a shared 2-core VM one
+run of either varied by +-15 % from minute to minute, so one pair could put the ratio anywhere from 0.8 to
+1.05; alternating moves both sides alike with the machine's load, and the median drops the odd run.
+Also the decode-only fps of the same video (kept for reference: a decoder runs at thousands of fps, so
+pipeline/decode says little), gate duty cycle, dropped frames (fine snippets dropped by the full queue +
+frames a live source replaced + frames a damaged file never delivered), and the run's peak RSS (the child's
+VmHWM, see edge_vad.bench.subproc).
 
 soak: the same run on the video played in a loop for `minutes` of MEDIA time (frames = minutes x 60 x fps),
 with VmRSS sampled along the way; RSS at the start is the sample at the end of the first pass over the video
@@ -19,6 +20,7 @@ with VmRSS sampled along the way; RSS at the start is the sample at the end of t
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -36,7 +38,8 @@ def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = No
     timeout = child_timeout(decode["frames"])
 
     def coarse_only() -> Optional[float]:
-        return run_child(child_args(source, bundle, backend) + ["--coarse-only"], timeout, "coarse-only").result.get("fps")
+        run = run_child(child_args(source, bundle, backend) + ["--coarse-only"], timeout, "coarse-only")
+        return run.result.get("fps")
 
     def pipeline() -> Any:
         with tempfile.TemporaryDirectory(prefix="edge-vad-bench-events-") as events:
@@ -88,11 +91,8 @@ def end_to_end(source: Path, bundle: Optional[Path], backend: Optional[str] = No
 
 
 def _median(values: List[Optional[float]]) -> Optional[float]:
-    known = sorted(v for v in values if v)
-    if not known:
-        return None
-    mid = len(known) // 2
-    return known[mid] if len(known) % 2 else round((known[mid - 1] + known[mid]) / 2, 3)
+    known = [v for v in values if v]
+    return round(statistics.median(known), 3) if known else None
 
 
 def soak(source: Path, bundle: Optional[Path], minutes: float, media_fps: Optional[float], video_frames: int,

@@ -80,7 +80,8 @@ def clip_features(name: str, clips: Sequence[Clip], folder: Path) -> Dict[str, n
         if not path.exists():
             net = net or load_trunk(name)
             frames = list(iter_frames(clip.path))[::FRAME_STEP]
-            rows = [pooled_features(net, INPUT_SIZES[name], frames[j:j + BATCH]) for j in range(0, len(frames), BATCH)]
+            size = INPUT_SIZES[name]
+            rows = [pooled_features(net, size, frames[j:j + BATCH]) for j in range(0, len(frames), BATCH)]
             save_npy_atomic(path, np.concatenate(rows).astype(np.float32))
             if i % 40 == 0:
                 log.info("%s: %d of %d clips, %.0f s", name, i + 1, len(clips), time.monotonic() - t0)
@@ -105,7 +106,8 @@ def fold_auc(x: np.ndarray, y: np.ndarray, fold: np.ndarray, c: float) -> dict:
         oof[test] = model.predict_proba(x[test])[:, 1]
         aucs.append(roc_auc_score(y[test], oof[test]))
     return {"mean": round(float(np.mean(aucs)), 4), "std": round(float(np.std(aucs)), 4),
-            "folds": [round(float(a), 4) for a in aucs], "best_min_class_accuracy": round(best_min_class_accuracy(y, oof), 4)}
+            "folds": [round(float(a), 4) for a in aucs],
+            "best_min_class_accuracy": round(best_min_class_accuracy(y, oof), 4)}
 
 
 def best_min_class_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
@@ -123,8 +125,8 @@ def probe(data: Path, features: Path, names: Sequence[str]) -> dict:
     fold_of = fight_fold_of(clips)
     fold = np.array([fold_of[c.name] for c in clips])
     y = np.array([c.label for c in clips])
-    result = {"protocol": __doc__[__doc__.index("The same protocol"):].strip(), "clips": len(clips), "frame_step": FRAME_STEP,
-              "window": WINDOW, "trunks": {}}
+    protocol = __doc__[__doc__.index("The same protocol"):].strip()
+    result = {"protocol": protocol, "clips": len(clips), "frame_step": FRAME_STEP, "window": WINDOW, "trunks": {}}
     for name in names:
         f = clip_features(name, clips, features)
         xa = np.stack([baseline_features(f[c.name]) for c in clips])

@@ -1,6 +1,6 @@
 """models/default/MODEL_CARD.md from metrics.json (and, where present beside it, design_search.json,
-backbone_probe.json, cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it was exported from this
-coarse.pt). No figure is typed by hand: every number below comes from those files."""
+backbone_probe.json, cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it
+was exported from this coarse.pt). No figure is typed by hand: every number below comes from those files."""
 
 from __future__ import annotations
 
