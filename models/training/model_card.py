@@ -1,5 +1,5 @@
 """models/default/MODEL_CARD.md from metrics.json (and, where present beside it, design_search.json,
-backbone_probe.json, cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it
+backbone_probe.json, flow_probe.json, cv_previous_design.json, ped2_calibration.json, and the shipped bundle's manifest when it
 was exported from this coarse.pt). No figure is typed by hand: every number below comes from those files."""
 
 from __future__ import annotations
@@ -89,6 +89,22 @@ def probe_lines(probe: Optional[dict]) -> list[str]:
     for trunk, row in probe["trunks"].items():
         lines.append(f"| {trunk} ({row['input_size']}) | " + " | ".join(
             f"{_ms(row[n])} ({row[n]['best_min_class_accuracy']:.3f})" for n in names) + " |")
+    return lines
+
+
+def flow_lines(probe: Optional[dict]) -> list[str]:
+    """Optical-flow statistics beside Lite0 on the fight-surv clips (flow_probe.json)."""
+    if not probe:
+        return ["(flow_probe.json not present: run `python -m edge_vad_models.training.flow_probe`)"]
+    rows = (("flow_only", "flow statistics alone"), ("lite0_window_stats", "Lite0 window statistics"),
+            ("lite0_window_stats_plus_flow", "Lite0 window statistics + flow statistics"))
+    pairs = zip(probe["flow_only"], probe["lite0_window_stats"])
+    lines = [probe["protocol"], "", "Fold-mean clip AUC ± std (oracle two-class accuracy); C is the first value for "
+             "flow alone, the second for the other rows:", "",
+             "| features | " + " | ".join(f"C {a[1:]} / {b[1:]}" for a, b in pairs) + " |", "|---|---|---|---|"]
+    for key, label in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{_ms(r)} ({r['best_min_class_accuracy']:.3f})"
+                                                for r in probe[key].values()) + " |")
     return lines
 
 
@@ -213,7 +229,7 @@ def write_model_card(out_dir: Path) -> Path:
     lines += ["## int8 (deployed) vs fp32", "", *bundle_lines(out_dir), *int8_lines(_load(out_dir / "int8_vs_fp32.json")), "",
               "## Design search (what worked and what did not)", "", *search_lines(search), "",
               "### Larger trunks (EfficientNet-Lite1, Lite2)", "", *probe_lines(_load(out_dir / "backbone_probe.json")),
-              ""]
+              "", "### Optical flow beside Lite0", "", *flow_lines(_load(out_dir / "flow_probe.json")), ""]
     secs = m["seconds"]
     lines += [f"Training time on 2 shared CPU cores: {secs['total'] / 60:.1f} min in all ("
               + ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f} min" for k, v in secs.items() if k != "total") + ").",

