@@ -11,7 +11,7 @@ for every trunk), the trunk's pooled 1280-d feature at its own input size (Lite0
 exact-area resize, (x - 127) / 128, as the runtime feeds Lite0), and the recipe's grouped fight folds
 (cv_folds.fight_fold_of). Two clip scorers, fold-mean clip AUC:
 - the issue's baseline (a) recipe: 8 evenly spaced frames, mean + mean absolute difference, LR C 0.1;
-- the deployed head's four window statistics (window_stats, W 8) of every frame, averaged over the clip, LR.
+- the deployed head's four window statistics (window_stats, W 8) of every kept frame, averaged over the clip, LR.
 A probe, not the recipe (no Ped2, no streaming head, clip-level features): it says whether a trunk is worth a
 new frame cache and a new int8 backbone, not what a shipped model would reach.
 """
@@ -112,8 +112,8 @@ def fold_auc(x: np.ndarray, y: np.ndarray, fold: np.ndarray, c: float) -> dict:
 
 def best_min_class_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
     """max over thresholds of min(accuracy on fights, accuracy on normal clips), out-of-fold scores pooled.
-    The threshold is picked on the very scores it is judged on (an oracle), so this is an upper bound for the
-    fine stage's goal on these two classes (>= 0.8 each) with this feature."""
+    The threshold is picked on the very scores it is judged on (an oracle): what this scorer could reach at best
+    on the worse of the two classes, against the fine stage's goal of >= 0.8 on each."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(y, scores)

@@ -82,8 +82,8 @@ def probe_lines(probe: Optional[dict]) -> list[str]:
         return ["(backbone_probe.json not present: run `python -m edge_vad_models.training.backbone_probe`)"]
     names = [k for k in next(iter(probe["trunks"].values())) if k != "input_size"]
     lines = [probe["protocol"], "", "Fold-mean clip AUC ± std; in brackets the best of min(accuracy on fights, on normal "
-             "clips) over thresholds picked on the same out-of-fold scores (an upper bound for the fine stage's "
-             "goal on these two classes):", "",
+             "clips) over thresholds picked on the same out-of-fold scores: what the scorer could reach at best on the "
+             "worse class (an oracle threshold), against the fine stage's goal of >= 0.8 on each:", "",
              "| trunk (input) | " + " | ".join(n.replace("_", " ") for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for trunk, row in probe["trunks"].items():
