@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import torch
@@ -70,23 +70,40 @@ def pooled_features(net: torch.nn.Module, size: int, frames: Sequence[np.ndarray
         return net.extract_features(x).mean(dim=(2, 3)).numpy()
 
 
-def clip_features(name: str, clips: Sequence[Clip], folder: Path) -> Dict[str, np.ndarray]:
-    """Pooled features of every FRAME_STEP-th frame per clip, cached as <folder>/<name>/<clip>.npy."""
-    out = folder / name
-    out.mkdir(parents=True, exist_ok=True)
-    net, feats, t0 = None, {}, time.monotonic()
+def cached_per_clip(clips: Sequence[Clip], folder: Path, compute: Callable[[Clip], np.ndarray],
+                    label: str) -> Dict[str, np.ndarray]:
+    """compute(clip) for every clip, kept as <folder>/<clip>.npy so that a rerun (or the other probe) reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    feats, t0 = {}, time.monotonic()
     for i, clip in enumerate(clips):
-        path = out / f"{clip.name}.npy"
+        path = folder / f"{clip.name}.npy"
         if not path.exists():
-            net = net or load_trunk(name)
-            frames = list(iter_frames(clip.path))[::FRAME_STEP]
-            size = INPUT_SIZES[name]
-            rows = [pooled_features(net, size, frames[j:j + BATCH]) for j in range(0, len(frames), BATCH)]
-            save_npy_atomic(path, np.concatenate(rows).astype(np.float32))
+            save_npy_atomic(path, np.asarray(compute(clip), np.float32))
             if i % 40 == 0:
-                log.info("%s: %d of %d clips, %.0f s", name, i + 1, len(clips), time.monotonic() - t0)
+                log.info("%s: %d of %d clips, %.0f s", label, i + 1, len(clips), time.monotonic() - t0)
         feats[clip.name] = np.load(path)
     return feats
+
+
+def clip_features(name: str, clips: Sequence[Clip], folder: Path) -> Dict[str, np.ndarray]:
+    """Pooled features of every FRAME_STEP-th frame per clip, cached in <folder>/<name>/."""
+    size, net = INPUT_SIZES[name], None  # the trunk is loaded at the first clip not in the cache
+
+    def compute(clip: Clip) -> np.ndarray:
+        nonlocal net
+        net = net or load_trunk(name)
+        frames = list(iter_frames(clip.path))[::FRAME_STEP]
+        batches = (frames[j:j + BATCH] for j in range(0, len(frames), BATCH))
+        return np.concatenate([pooled_features(net, size, batch) for batch in batches])
+
+    return cached_per_clip(clips, folder / name, compute, name)
+
+
+def fight_clips_and_folds(data: Path) -> tuple:
+    """(fight-surv clips, their fold in the recipe's grouped fight folds, their labels)."""
+    clips = fight_surv_clips(data)
+    fold_of = fight_fold_of(clips)
+    return clips, np.array([fold_of[c.name] for c in clips]), np.array([c.label for c in clips])
 
 
 def clip_window_stats(f: np.ndarray) -> np.ndarray:
@@ -121,10 +138,7 @@ def best_min_class_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
 
 
 def probe(data: Path, features: Path, names: Sequence[str]) -> dict:
-    clips = fight_surv_clips(data)
-    fold_of = fight_fold_of(clips)
-    fold = np.array([fold_of[c.name] for c in clips])
-    y = np.array([c.label for c in clips])
+    clips, fold, y = fight_clips_and_folds(data)
     protocol = __doc__[__doc__.index("The same protocol"):].strip()
     result = {"protocol": protocol, "clips": len(clips), "frame_step": FRAME_STEP, "window": WINDOW, "trunks": {}}
     for name in names:

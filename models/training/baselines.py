@@ -16,6 +16,7 @@ from edge_vad_models.training.cv_eval import Video
 from edge_vad_models.training.validation import BASELINE_FRAMES, _baseline_model, baseline_features
 from edge_vad_models.training.window_stats import padded_windows
 
+BASELINES = ("baseline_a", "baseline_b", "baseline_c")  # their keys in a cross-validation summary
 STREAM_SPAN = 48  # frames a streaming baseline (a) looks back: the median clip is 60 frames, most are 50-60
 
 
@@ -45,3 +46,10 @@ def baseline_b(v: Video) -> np.ndarray:
 
 def baseline_c(v: Video) -> np.ndarray:
     return np.asarray(v.parts["pixdiff"], dtype=np.float64)
+
+
+def best_baseline(summary: dict, metric: str) -> tuple:
+    """(key, fold-mean) of the best baseline on `metric` in a cross-validation summary (default_cv.run_cv);
+    a baseline with no folds for the metric ranks last."""
+    key = max(BASELINES, key=lambda k: summary[k][metric]["mean"] if summary[k][metric].get("folds") else -1)
+    return key, summary[key][metric]["mean"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,16 +106,15 @@ def finalists(data: DefaultData, data_root: Path, progress: bool = True) -> dict
     """FINALISTS through the recipe's own cross-validation: the deployed head's fold means and the margins."""
     from tqdm import tqdm
 
-    from edge_vad_models.training.default_cv import run_cv as recipe_cv
+    from edge_vad_models.training.baselines import best_baseline
+    from edge_vad_models.training.default_cv import DESIGN, run_cv as recipe_cv
 
     out = {}
     for name in tqdm(FINALISTS, desc="finalists", unit="design", disable=not progress):
-        v = VARIANTS[name]
-        design = WindowDesign(inputs=(("head", STATS),), window=v.window, C=v.C, ped2_share=v.ped2_share,
-                              name="window-stats")
+        v = VARIANTS[name]  # the recipe's design with this variant's window, C and Ped2 weight
+        design = replace(DESIGN, window=v.window, C=v.C, ped2_share=v.ped2_share)
         summary, _ = recipe_cv(data, data_root, progress=False, report=False, design=design)
-        best = {m: max(summary[b][m]["mean"] for b in ("baseline_a", "baseline_b", "baseline_c"))
-                for m in ("fight_clip_auc", "ped2_frame_auc", "stream_frame_auc")}
+        best = {m: best_baseline(summary, m)[1] for m in ("fight_clip_auc", "ped2_frame_auc", "stream_frame_auc")}
         margins = {m: summary["student"][m]["mean"] - best[m] for m in best}
         out[name] = {**{m: summary["student"][m] for m in best}, "margins": margins,
                      "smallest_margin": min(margins.values()),

@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Dict, Sequence
 
 import cv2
 import numpy as np
 
-from edge_vad.datasets import Clip, fight_surv_clips
-from edge_vad_models.features import iter_frames, save_npy_atomic
-from edge_vad_models.training.backbone_probe import FRAME_STEP, clip_features, clip_window_stats, fold_auc
-from edge_vad_models.training.cv_folds import fight_fold_of
+from edge_vad.datasets import Clip
+from edge_vad_models.features import iter_frames
+from edge_vad_models.training.backbone_probe import (FRAME_STEP, cached_per_clip, clip_features, clip_window_stats,
+                                                     fight_clips_and_folds, fold_auc)
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +77,12 @@ def flow_clip_feature(frames: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def flow_features(clips: Sequence[Clip], folder: Path) -> Dict[str, np.ndarray]:
-    out = folder / "flow"
-    out.mkdir(parents=True, exist_ok=True)
-    feats, t0 = {}, time.monotonic()
-    for i, clip in enumerate(clips):
-        path = out / f"{clip.name}.npy"
-        if not path.exists():
-            save_npy_atomic(path, flow_clip_feature(list(iter_frames(clip.path))[::FRAME_STEP]))
-            if i % 40 == 0:
-                log.info("flow: %d of %d clips, %.0f s", i + 1, len(clips), time.monotonic() - t0)
-        feats[clip.name] = np.load(path)
-    return feats
+    return cached_per_clip(clips, folder / "flow",
+                           lambda clip: flow_clip_feature(list(iter_frames(clip.path))[::FRAME_STEP]), "flow")
 
 
 def probe(data: Path, features: Path) -> dict:
-    clips = fight_surv_clips(data)
-    fold_of = fight_fold_of(clips)
-    fold = np.array([fold_of[c.name] for c in clips])
-    y = np.array([c.label for c in clips])
+    clips, fold, y = fight_clips_and_folds(data)
     flow = flow_features(clips, features)
     lite0 = clip_features("efficientnet-lite0", clips, features)
     xf = np.stack([flow[c.name] for c in clips])

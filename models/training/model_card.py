@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from edge_vad_models.training.baselines import BASELINES, best_baseline
+
 TARGET_MARGIN = 0.03  # issue 15: beat the baselines by at least this AUC
 METRIC_NAMES = {"fight_clip_auc": "fight-surv clip AUC", "ped2_frame_auc": "Ped2 frame AUC",
                 "stream_frame_auc": "stitched stream frame AUC"}
@@ -15,7 +17,6 @@ ROWS = (("student", "window-statistics head (deployed)"), ("student_smoothed", "
         ("teacher", "AFED teacher (RWKV, MIL), same inputs"), ("distilled", "head distilled from the teacher"),
         ("baseline_a", "baseline (a): Lite0 8 frames + LR"), ("baseline_b", "baseline (b): frame difference, z per video"),
         ("baseline_c", "baseline (c): raw frame difference"))
-BASELINES = ("baseline_a", "baseline_b", "baseline_c")
 
 
 def _f(v, digits: int = 3) -> str:
@@ -46,8 +47,7 @@ def target_lines(cv: dict) -> list[str]:
     out = []
     for m, name in METRIC_NAMES.items():
         ours = cv["student"][m]["mean"]
-        best_key = max(BASELINES, key=lambda k: cv[k][m]["mean"] if cv[k][m].get("folds") else -1)
-        best = cv[best_key][m]["mean"]
+        best_key, best = best_baseline(cv, m)
         gap = ours - best
         pooled = ""
         pm = {"fight_clip_auc": "fight_clip_auc_pooled", "ped2_frame_auc": "ped2_frame_auc_pooled"}.get(m)
